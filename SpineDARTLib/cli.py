@@ -1,0 +1,102 @@
+"""The ``spinedart`` command line.
+
+Every user mistake ends in one line on stderr (``spinedart: error: …; fix: …``) and exit code 2;
+heavy modules are imported only after the arguments are validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .errors import EXIT_USER_ERROR, UserError
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line instead of the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}", f"run '{self.prog} --help' for the options")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _ArgumentParser(prog="spinedart", description="CT-free vertebroplasty planning from two calibrated X-rays.")
+    p.add_argument("--version", action="version", version=f"spinedart {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_ArgumentParser, metavar="COMMAND")
+
+    ins = sub.add_parser("inspect", help="read one X-ray and print its geometry")
+    ins.add_argument("file", type=Path, help="DICOM, PNG/TIFF (+ sidecar), NIfTI or NRRD")
+    ins.add_argument("--geometry", type=Path, help="calibration sidecar JSON (overrides DICOM tags)")
+    ins.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    demo = sub.add_parser("demo", help="run the demo on the bundled case")
+    demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
+    demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
+    return p
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .xray import read_xray
+
+    xr = read_xray(args.file, args.geometry)
+    s = xr.summary()
+    if args.json:
+        print(json.dumps(s, allow_nan=False))
+        return 0
+    print(f"{args.file}")
+    print(f"  geometry           {s['geometry']} ({xr.provenance.get('geometry_source')})")
+    print(f"  image size         {s['image_size'][0]} x {s['image_size'][1]} px")
+    print(f"  pixel spacing      {s['pixel_spacing_mm'][0]:.4f} x {s['pixel_spacing_mm'][1]:.4f} mm (detector)")
+    print(f"  source (RAS)       {', '.join(f'{x:.1f}' for x in s['source_mm'])} mm")
+    iso = s["isocenter_distance_mm"]
+    print(f"  source-isocentre   {'unknown' if iso is None else f'{iso:.1f} mm'}")
+    print(f"  source-detector    {s['detector_distance_mm']:.1f} mm")
+    print(f"  principal point    {s['principal_point_px'][0]:.1f}, {s['principal_point_px'][1]:.1f} px")
+    print(f"  view direction     {', '.join(f'{x:+.3f}' for x in s['view_direction'])} (RAS, source to detector)")
+    print(f"  intensity          {s['intensity']}")
+    for w in s["warnings"]:
+        print(f"  warning: {w}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError("exists and is not a folder", "give a folder for --out", args.out)
+    from .demo import run_demo
+
+    report = run_demo(args.out)
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    return 0 if report.get("ok") else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UserError("no command given", "run 'spinedart --help' for the commands")
+        if args.command == "inspect":
+            return _cmd_inspect(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
+        raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
+    except UserError as exc:
+        print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("spinedart: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

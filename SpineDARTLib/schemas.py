@@ -1,0 +1,171 @@
+"""Versioned file formats the project exchanges, defined once and validated on read.
+
+Each format has an id ``spinedart.<name>/<version>`` stored in the file's ``"schema"`` key. Present:
+``xray-geometry/1`` (the X-ray sidecar), ``bead-phantom/1`` (a bead phantom's ground truth).
+The landmark, case, plan-report and worker-message formats are added here as they are built.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .errors import SchemaError
+
+_NUM = {"type": "number"}
+_POS = {"type": "number", "exclusiveMinimum": 0}
+_VEC2 = {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2}
+_VEC3 = {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}
+
+XRAY_GEOMETRY_V1 = "spinedart.xray-geometry/1"
+BEAD_PHANTOM_V1 = "spinedart.bead-phantom/1"
+
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    XRAY_GEOMETRY_V1: {
+        "type": "object",
+        "required": ["schema", "image_size", "pixel_spacing_mm"],
+        "anyOf": [{"required": ["P"]}, {"required": ["carm"]}],
+        "properties": {
+            "schema": {"const": XRAY_GEOMETRY_V1},
+            "geometry": {"enum": ["calibrated", "nominal"]},
+            "P": {
+                "type": "array",
+                "minItems": 3,
+                "maxItems": 3,
+                "items": {"type": "array", "items": _NUM, "minItems": 4, "maxItems": 4},
+            },
+            "image_size": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+            "pixel_spacing_mm": {"type": "array", "items": _POS, "minItems": 2, "maxItems": 2},
+            "isocenter_mm": _VEC3,
+            "carm": {
+                "type": "object",
+                "required": ["primary_angle_deg", "secondary_angle_deg", "source_isocenter_mm", "source_detector_mm"],
+                "additionalProperties": False,
+                "properties": {
+                    "primary_angle_deg": _NUM,
+                    "secondary_angle_deg": _NUM,
+                    "source_isocenter_mm": _POS,
+                    "source_detector_mm": _POS,
+                    "detector_offset_mm": _VEC2,
+                    "flip_u": {"type": "boolean"},
+                    "flip_v": {"type": "boolean"},
+                    "patient_position": {"type": "string"},
+                    "isocenter_mm": _VEC3,
+                },
+            },
+            "intensity": {
+                "type": "object",
+                "required": ["convention"],
+                "additionalProperties": False,
+                "properties": {
+                    # line_integral: pixels are already attenuation line integrals (bone bright);
+                    # raw_linear: detector intensity (bone dark), converted by -log(I / I0);
+                    # display: a display-processed image, only inverted if bone is dark.
+                    "convention": {"enum": ["line_integral", "raw_linear", "display"]},
+                    "bone_bright": {"type": "boolean"},
+                    "scale": _NUM,
+                    "offset": _NUM,
+                    "i0": _POS,
+                },
+            },
+            "provenance": {"type": "object"},
+        },
+    },
+    # Ground truth of a bead phantom (the geometry demo case, DRR geometry checks).
+    BEAD_PHANTOM_V1: {
+        "type": "object",
+        "required": ["schema", "beads"],
+        "properties": {
+            "schema": {"const": BEAD_PHANTOM_V1},
+            "beads": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "center_mm", "radius_mm", "mu_per_mm"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "center_mm": _VEC3,
+                        "radius_mm": _POS,
+                        "mu_per_mm": _POS,
+                    },
+                },
+            },
+            "body": {
+                "type": "object",
+                "required": ["center_mm", "semi_axes_mm", "mu_per_mm"],
+                "properties": {"center_mm": _VEC3, "semi_axes_mm": _VEC2, "mu_per_mm": _POS},
+            },
+            "seed": {"type": "integer"},
+            "provenance": {"type": "object"},
+        },
+    },
+}
+
+# What to tell the user for the most common mistakes, by JSON path head.
+_FIXES = {
+    "schema": f'set "schema": "{XRAY_GEOMETRY_V1}"',
+    "P": "give P as 3 rows of 4 numbers mapping RAS mm to pixels",
+    "image_size": "give image_size as [width, height] in pixels",
+    "pixel_spacing_mm": "give pixel_spacing_mm as [du, dv] in mm at the detector",
+    "carm": "give the C-arm angles (deg) and source-isocentre/source-detector distances (mm)",
+}
+
+
+def schema(schema_id: str) -> dict[str, Any]:
+    return _SCHEMAS[schema_id]
+
+
+def validate(obj: Any, schema_id: str, path: str | Path | None = None) -> dict[str, Any]:
+    """Validate ``obj`` against a registered schema; raise :class:`SchemaError` with one line."""
+    if not isinstance(obj, dict):
+        raise SchemaError(f"expected a JSON object ({schema_id})", "write the file as a JSON object", path)
+    found = obj.get("schema")
+    if found != schema_id:
+        raise SchemaError(
+            f'"schema" is {found!r}, expected {schema_id!r}',
+            f'set "schema": "{schema_id}" (and the fields that version defines)',
+            path,
+        )
+    validator = jsonschema.Draft202012Validator(_SCHEMAS[schema_id])
+    errors = sorted(validator.iter_errors(obj), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        err = errors[0]
+        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        head = next(iter(err.absolute_path), None)
+        if err.validator == "required" and not err.absolute_path:
+            head = err.message.split("'")[1] if err.message.count("'") >= 2 else None
+        if err.validator == "anyOf" and not err.absolute_path:
+            msg, fix = "neither a P matrix nor C-arm parameters", 'add "P" or "carm"'
+        else:
+            msg = f"{where}: {err.message}"
+            fix = _FIXES.get(str(head), f"see the {schema_id} format in the README")
+        raise SchemaError(msg[:300], fix, path)
+    return obj
+
+
+def load_json(path: str | Path, schema_id: str) -> dict[str, Any]:
+    """Read and validate a JSON file; every failure is a one-line :class:`SchemaError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise SchemaError("is a directory, expected a JSON file", "give the JSON file inside it", path)
+    if not path.exists():
+        raise SchemaError("file not found", "check the path", path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"cannot read the file ({exc.__class__.__name__})", "give a UTF-8 JSON file", path) from exc
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"not valid JSON (line {exc.lineno}: {exc.msg})", "fix the JSON syntax", path) from exc
+    except ValueError as exc:
+        raise SchemaError(str(exc), "replace NaN/Infinity with finite numbers", path) from exc
+    return validate(obj, schema_id, path)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} in JSON")
