@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import UserError
-from .geometry import Projection
-from .xray import XRay, read_xray
+from .errors import GeometryError, UserError
+from .geometry import Projection, view_pair_check
+from .xray import XRay, image_stem, read_xray
 
 ATTR_PROJECTION = "SpineDART.Projection"
 ATTR_GEOMETRY_KIND = "SpineDART.GeometryKind"
@@ -132,6 +132,68 @@ def xray_from_node(node: Any) -> XRay:
 
 def load_xray_node(scene: Any, path: str | Path, geometry: str | Path | None = None, name: str | None = None) -> Any:
     return add_xray_volume(scene, read_xray(path, geometry), name)
+
+
+def load_xray_pair(
+    scene: Any,
+    image_a: str | Path,
+    image_b: str | Path,
+    geometry_a: str | Path | None = None,
+    geometry_b: str | Path | None = None,
+) -> tuple[Any, Any]:
+    """Read both X-rays into volume nodes, all or nothing: when B fails, A is removed again."""
+    nodes: list[Any] = []
+    try:
+        for label, image, geometry in (("A", image_a, geometry_a), ("B", image_b, geometry_b)):
+            if image is None or str(image).strip() == "":
+                raise UserError(
+                    f"no image file chosen for X-ray {label}",
+                    f"choose the X-ray {label} image (DICOM, PNG/TIFF with a JSON sidecar, NIfTI or NRRD)",
+                )
+            name = scene.GenerateUniqueName(image_stem(image))
+            nodes.append(load_xray_node(scene, image, geometry or None, name))
+    except BaseException:
+        for node in nodes:
+            scene.RemoveNode(node)
+        raise
+    return nodes[0], nodes[1]
+
+
+def describe_view_pair(node_a: Any, node_b: Any) -> tuple[str, str]:
+    """Text for the panel about two X-ray nodes and a level: ``ok``, ``warning`` or ``error``.
+
+    One line per view (geometry kind, source position), then the angle between the views with the
+    warning (< 15°) or the error (< 5°) of :func:`view_pair_check`.
+    """
+    lines: list[str] = []
+    level = "ok"
+    projections = []
+    for label, node in (("A", node_a), ("B", node_b)):
+        if node is None:
+            lines.append(f"X-ray {label}: not loaded")
+            continue
+        try:
+            projection = projection_from_node(node)
+        except UserError as exc:
+            lines.append(f"X-ray {label}: {exc.one_line()}")
+            level = "error"
+            continue
+        kind = node.GetAttribute(ATTR_GEOMETRY_KIND) or "unknown"
+        x, y, z = (float(c) for c in projection.source_mm)
+        lines.append(f"X-ray {label} ({node.GetName()}): {kind} geometry, source at ({x:.1f}, {y:.1f}, {z:.1f}) mm RAS")
+        projections.append(projection)
+    if len(projections) == 2:
+        try:
+            angle, warning = view_pair_check(*projections)
+        except GeometryError as exc:
+            lines.append(f"Error: {exc.one_line()}")
+            level = "error"
+        else:
+            lines.append(f"Angle between the views: {angle:.1f}°")
+            if warning:
+                lines.append(f"Warning: {warning}")
+                level = "warning" if level == "ok" else level
+    return "\n".join(lines), level
 
 
 def add_model_node(scene: Any, vertices_ras: np.ndarray, faces: np.ndarray, name: str) -> Any:

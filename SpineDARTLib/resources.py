@@ -14,12 +14,24 @@ from .errors import UserError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CANDIDATES = (_PACKAGE_DIR / "_resources", _PACKAGE_DIR.parent / "Resources")
+# A folder counts only if it carries this marker: in a Slicer install tree the library's parent
+# also holds a ``Resources/`` folder, the scripted modules' icons and UI files.
+MARKER = "README.md"
+_MARKER_TITLE = "# SpineDART shipped resources"
+
+
+def _is_resources(folder: Path) -> bool:
+    marker = folder / MARKER
+    try:
+        return marker.is_file() and marker.read_text(encoding="utf-8").startswith(_MARKER_TITLE)
+    except OSError:
+        return False
 
 
 def resources_dir() -> Path:
     """The folder holding the shipped resources."""
     for c in _CANDIDATES:
-        if c.is_dir():
+        if _is_resources(c):
             return c
     raise UserError(
         f"shipped resources not found (looked in {', '.join(str(c) for c in _CANDIDATES)})",

@@ -2,11 +2,12 @@
 
 from .image import XRay, to_line_integral
 from .io import read_xray, write_xray
-from .sidecar import Sidecar, read_sidecar, sidecar_dict, sidecar_path_for, write_sidecar
+from .sidecar import Sidecar, image_stem, read_sidecar, sidecar_dict, sidecar_path_for, write_sidecar
 
 __all__ = [
     "Sidecar",
     "XRay",
+    "image_stem",
     "read_sidecar",
     "read_xray",
     "sidecar_dict",

@@ -26,14 +26,22 @@ class Sidecar:
     path: Path | None
 
 
+_IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".png", ".tiff", ".tif", ".dcm", ".dicom")
+
+
+def image_stem(image_path: str | Path) -> str:
+    """File name without its image extension: ``scan.nii.gz`` → ``scan``."""
+    name = Path(image_path).name
+    for ext in _IMAGE_EXTENSIONS:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
 def sidecar_path_for(image_path: str | Path) -> Path:
     """``scan.png`` → ``scan.json``; ``scan.nii.gz`` → ``scan.json``."""
     p = Path(image_path)
-    name = p.name
-    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".png", ".tiff", ".tif", ".dcm", ".dicom"):
-        if name.lower().endswith(ext):
-            return p.with_name(name[: -len(ext)] + ".json")
-    return p.with_suffix(".json")
+    return p.with_name(image_stem(p) + ".json")
 
 
 def parse_sidecar(obj: dict[str, Any], path: str | Path | None = None) -> Sidecar:

@@ -18,6 +18,7 @@ RANK = {
     "geometry": 2,
     "xray": 3,
     "beads": 4,
+    "render": 4,
     "mrml": 8,
     "demo": 9,
     "cli": 10,

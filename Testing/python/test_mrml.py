@@ -124,3 +124,25 @@ def test_load_xray_node_from_demo_case(mrml_scene):
     angle, warn = view_pair_check(mrml.projection_from_node(a), mrml.projection_from_node(b))
     assert 60 < angle < 90 and warn is None
     assert a.GetAttribute(mrml.ATTR_GEOMETRY_KIND) == "calibrated"
+
+
+def test_load_xray_pair_is_all_or_nothing_and_described(mrml_scene, tmp_path):
+    from SpineDARTLib.errors import UserError
+    from SpineDARTLib.resources import demo_case_dir
+
+    case = demo_case_dir()
+    before = mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    with pytest.raises(UserError, match="nope.png"):
+        mrml.load_xray_pair(mrml_scene, case / "xray_a.png", tmp_path / "nope.png")
+    assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == before  # A was removed again
+    with pytest.raises(UserError, match="X-ray B"):
+        mrml.load_xray_pair(mrml_scene, case / "xray_a.png", None)
+    a, b = mrml.load_xray_pair(mrml_scene, case / "xray_a.png", case / "xray_b.png")
+    text, level = mrml.describe_view_pair(a, b)
+    assert level == "ok" and "calibrated geometry" in text and "Angle between the views: 76.4°" in text
+    # The same view twice: an error the panel shows, not an exception.
+    a2, _ = mrml.load_xray_pair(mrml_scene, case / "xray_a.png", case / "xray_a.png")
+    text, level = mrml.describe_view_pair(a, a2)
+    assert level == "error" and "0.0 deg apart" in text
+    text, level = mrml.describe_view_pair(a, None)
+    assert "X-ray B: not loaded" in text

@@ -116,3 +116,20 @@ def test_bundled_case_is_reproducible_from_its_seed(tmp_path):
         a, b = read_xray(case / v), read_xray(bundled / v)
         assert np.allclose(a.projection.P, b.projection.P)
         assert np.abs(a.image - b.image).max() < 1e-4
+
+
+def test_locator_skips_a_resources_folder_without_the_marker(tmp_path, monkeypatch):
+    """In a Slicer install tree the library's parent has the modules' own Resources/ (icons):
+    the locator must not take it for the shipped resources."""
+    from SpineDARTLib.errors import UserError
+
+    pkg = tmp_path / "qt-scripted-modules" / "SpineDARTLib"
+    pkg.mkdir(parents=True)
+    (tmp_path / "qt-scripted-modules" / "Resources" / "Icons").mkdir(parents=True)
+    monkeypatch.setattr(resources, "_CANDIDATES", (pkg / "_resources", pkg.parent / "Resources"))
+    with pytest.raises(UserError, match="not found"):
+        resources.resources_dir()
+    good = pkg / "_resources"
+    good.mkdir()
+    (good / "README.md").write_text(resources._MARKER_TITLE + "\n")
+    assert resources.resources_dir() == good

@@ -204,3 +204,11 @@ def test_readme_sidecar_examples_are_valid():
     assert np.allclose(ap.projection.view_direction, [0, 1, 0], atol=1e-3)
     assert np.allclose(ap.projection.source_mm, [0, -620, 0], atol=0.5)
     assert np.allclose(lat.projection.view_direction, [-1, 0, 0], atol=1e-6)
+
+
+def test_image_stem_and_sidecar_path():
+    from SpineDARTLib.xray import image_stem, sidecar_path_for
+
+    assert image_stem("/data/spine.nii.gz") == "spine" and image_stem("view.A.png") == "view.A"
+    assert image_stem("x.DCM") == "x" and image_stem("noext") == "noext"
+    assert str(sidecar_path_for("/d/scan.nii.gz")) == "/d/scan.json"

@@ -1,0 +1,583 @@
+"""SpineDART: CT-free vertebroplasty planning from two calibrated X-rays (3D Slicer scripted module).
+
+This file is wiring only: widget -> logic -> SpineDARTLib. Everything that can be tested without
+the Slicer application (readers, geometry, MRML conversion) lives in the SpineDARTLib package next
+to this module; the library and its Python requirements are imported lazily, after the module has
+checked (and, with the user's consent, installed) them.
+"""
+
+import contextlib
+import importlib
+import importlib.metadata
+import logging
+import pathlib
+import re
+import sys
+import tempfile
+import traceback
+
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# Node attribute written by SpineDARTLib.mrml on every X-ray volume: "nominal" or "calibrated".
+GEOMETRY_KIND_ATTRIBUTE = "SpineDART.GeometryKind"
+
+# Provided by Slicer (numpy, vtk) and by the PyTorch extension (torch, torchvision): never
+# installed or upgraded from here, whatever requirements.txt says.
+NOT_INSTALLED_BY_SPINEDART = frozenset({"torch", "torchvision", "vtk", "numpy"})
+
+MINIMUM_PYTHON = (3, 11)
+
+
+#
+# SpineDART
+#
+
+
+class SpineDART(ScriptedLoadableModule):
+    """Module description shown in Slicer's module panel and Help & Acknowledgement section."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("SpineDART")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "IGT")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SpineDART developers"]
+        self.parent.helpText = _(
+            "CT-free vertebroplasty planning from two calibrated X-rays. This version loads the two "
+            "X-rays and checks their geometry; it does not plan needle paths yet."
+            "<br><br>"
+            "Load two X-rays of the spine taken from different directions (ideally about 90 degrees "
+            "apart): DICOM images with their C-arm geometry, PNG/TIFF images with a JSON calibration "
+            "sidecar, or NIfTI/NRRD images. Each X-ray is placed on its detector plane in the scene; "
+            "the panel shows whether each geometry is nominal (from the C-arm angles) or calibrated, "
+            "where the X-ray source was, and the angle between the two views."
+            "<br><br>"
+            'See the <a href="https://github.com/spinedart/SlicerSpineDART">SpineDART documentation</a>.'
+        )
+        self.parent.acknowledgementText = _(
+            "SpineDART implements the Spine-DART method (shape-model fitting through a differentiable "
+            "X-ray renderer) as an open-source 3D Slicer extension, developed by the SpineDART developers."
+        )
+
+
+#
+# SpineDARTParameterNode
+#
+
+
+@parameterNodeWrapper
+class SpineDARTParameterNode:
+    """The module's state, saved with the scene.
+
+    xrayAPath, xrayBPath - image files of the two X-rays.
+    geometryAPath, geometryBPath - optional calibration (JSON) of each X-ray; empty: the reader uses
+        the DICOM C-arm tags or the sidecar next to the image.
+    xrayAVolume, xrayBVolume - the loaded X-rays (volumes carrying their projection geometry).
+    """
+
+    xrayAPath: pathlib.Path
+    geometryAPath: pathlib.Path
+    xrayBPath: pathlib.Path
+    geometryBPath: pathlib.Path
+    xrayAVolume: vtkMRMLScalarVolumeNode
+    xrayBVolume: vtkMRMLScalarVolumeNode
+
+
+#
+# SpineDARTWidget
+#
+
+
+class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: X-ray inputs, Load X-rays, loaded volumes and their geometry summary."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+
+        # Load widget from .ui file (created by Qt Designer).
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SpineDART.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+
+        # The .ui connects the top-level qMRMLWidget's mrmlSceneChanged(vtkMRMLScene*) signal to each
+        # node selector's setMRMLScene(vtkMRMLScene*) slot.
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = SpineDARTLogic()
+
+        # Offer only volumes that carry SpineDART X-ray geometry.
+        for selector in (self.ui.xrayAVolumeSelector, self.ui.xrayBVolumeSelector):
+            selector.addAttribute("vtkMRMLScalarVolumeNode", GEOMETRY_KIND_ATTRIBUTE)
+
+        # Update the parameter node when the scene is closed.
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.loadXraysButton.connect("clicked(bool)", self.onLoadXraysButton)
+
+        # Make sure the parameter node is initialized (needed for module reload).
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        """Called when the application closes and the module widget is destroyed."""
+        self.removeObservers()
+
+    def enter(self) -> None:
+        """Called each time the user opens this module."""
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        """Called each time the user opens a different module."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        """Called just before the scene is closed."""
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        """Called just after the scene is closed."""
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        """Ensure the parameter node exists and is observed."""
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        """Set and observe the parameter node (a SpineDARTParameterNode, or None)."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # The widgets whose SlicerParameterName property names a parameter node field are
+            # synchronised with it both ways.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        parameterNode = self._parameterNode
+        ready = bool(
+            parameterNode
+            and optionalPath(parameterNode.xrayAPath) is not None
+            and optionalPath(parameterNode.xrayBPath) is not None
+        )
+        self.ui.loadXraysButton.enabled = ready
+        self.ui.loadXraysButton.toolTip = (
+            _("Read both X-rays with their geometry and add them to the scene, each on its detector plane.")
+            if ready
+            else _("Choose the image files of X-ray A and X-ray B first.")
+        )
+        self._updateGeometrySummary()
+
+    def _updateGeometrySummary(self) -> None:
+        parameterNode = self._parameterNode
+        volumeA = parameterNode.xrayAVolume if parameterNode else None
+        volumeB = parameterNode.xrayBVolume if parameterNode else None
+        if volumeA is None and volumeB is None:
+            text, level = _("No X-rays loaded."), "none"
+        else:
+            try:
+                text, level = self.logic.geometrySummary(volumeA, volumeB)
+            except ImportError as exc:
+                text = _("The SpineDART Python packages are not installed ({error}): press Load X-rays.").format(
+                    error=exc
+                )
+                level = "warning"
+            except Exception as exc:
+                message, details = describeError(exc)
+                logging.error("SpineDART geometry summary failed: %s\n%s", message, details or "")
+                text, level = _("Geometry summary failed: {message}").format(message=message), "error"
+        self.ui.geometrySummaryLabel.text = text
+        self.ui.geometrySummaryLabel.styleSheet = _STATUS_STYLE[level]
+
+    def onLoadXraysButton(self) -> None:
+        """Load both X-rays into the scene and select them."""
+        parameterNode = self._parameterNode
+        self._setStatus(_("Loading X-rays..."), "none")
+        slicer.app.processEvents()
+        try:
+            if not self.logic.ensureLibraryDependencies(askConfirmation=True):
+                self._setStatus(_("Not loaded: the SpineDART Python packages are not installed."), "warning")
+                return
+            with slicer.util.WaitCursor():
+                volumeA, volumeB = self.logic.loadXrays(
+                    parameterNode.xrayAPath,
+                    parameterNode.xrayBPath,
+                    parameterNode.geometryAPath,
+                    parameterNode.geometryBPath,
+                )
+        except Exception as exc:
+            self._reportError(_("Loading the X-rays failed"), exc)
+            return
+
+        wasModified = parameterNode.StartModify()
+        parameterNode.xrayAVolume = volumeA
+        parameterNode.xrayBVolume = volumeB
+        parameterNode.EndModify(wasModified)
+        self._showXrays(volumeA, volumeB)
+
+        level = "ok"
+        try:
+            _text, level = self.logic.geometrySummary(volumeA, volumeB)
+        except Exception as exc:
+            self._reportError(_("Describing the loaded X-rays failed"), exc)
+            return
+        if level == "error":
+            self._setStatus(_("Loaded, but these two views cannot be used together: see Geometry."), "error")
+        elif level == "warning":
+            self._setStatus(_("Loaded, with a warning on the view pair: see Geometry."), "warning")
+        else:
+            self._setStatus(
+                _("Loaded {a} and {b}.").format(a=volumeA.GetName(), b=volumeB.GetName()),
+                "none",
+            )
+
+    def _showXrays(self, volumeA, volumeB) -> None:
+        """Show X-ray A in the red view and X-ray B in the yellow view, each in its own plane."""
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:  # no main window (e.g. tests)
+            return
+        for viewName, volume in (("Red", volumeA), ("Yellow", volumeB)):
+            sliceWidget = layoutManager.sliceWidget(viewName)
+            if sliceWidget is None:
+                continue
+            sliceWidget.mrmlSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
+            sliceWidget.mrmlSliceNode().RotateToVolumePlane(volume)
+            sliceWidget.fitSliceToBackground()
+
+    def _setStatus(self, text: str, level: str) -> None:
+        self.ui.statusLabel.text = text
+        self.ui.statusLabel.styleSheet = _STATUS_STYLE[level]
+
+    def _reportError(self, what: str, exc: Exception) -> None:
+        """One line in the panel and in a message box; a traceback only for unexpected errors."""
+        message, details = describeError(exc)
+        self._setStatus(f"{what}: {message}", "error")
+        if details:
+            logging.error("%s: %s\n%s", what, message, details)
+            slicer.util.errorDisplay(f"{what}: {message}", windowTitle="SpineDART", detailedText=details)
+        else:
+            slicer.util.errorDisplay(f"{what}: {message}", windowTitle="SpineDART")
+
+
+_STATUS_STYLE = {
+    "none": "",
+    "ok": "",
+    "warning": "color: #b35900;",
+    "error": "color: #c62828; font-weight: bold;",
+}
+
+
+def optionalPath(value):
+    """A path from a parameter node field or text field, or None when it is empty.
+
+    An unset pathlib.Path field of the parameter node reads as Path("."), never a useful file.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text in ("", "."):
+        return None
+    return pathlib.Path(text)
+
+
+def describeError(exc: Exception):
+    """(one-line message, details): details is a traceback for a bug, None for a user mistake."""
+    try:
+        from SpineDARTLib.errors import UserError
+    except ImportError:
+        UserError = ()  # the library is not importable: nothing is a UserError
+    if UserError and isinstance(exc, UserError):
+        return exc.one_line(), None
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return message, details
+
+
+#
+# SpineDARTLogic
+#
+
+
+class SpineDARTLogic(ScriptedLoadableModuleLogic):
+    """Delegates to SpineDARTLib; usable without the widget (scripts, tests)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._dependenciesChecked = False
+
+    def getParameterNode(self):
+        return SpineDARTParameterNode(super().getParameterNode())
+
+    # -- Python requirements of SpineDARTLib ------------------------------------------------------
+
+    @staticmethod
+    def requirementsPath() -> pathlib.Path:
+        return pathlib.Path(__file__).resolve().parent / "Resources" / "requirements.txt"
+
+    @classmethod
+    def requirements(cls) -> list:
+        """Requirement specifiers from Resources/requirements.txt, minus what Slicer provides."""
+        out = []
+        for line in cls.requirementsPath().read_text(encoding="utf-8").splitlines():
+            spec = line.split("#", 1)[0].strip()
+            if spec and requirementName(spec) not in NOT_INSTALLED_BY_SPINEDART:
+                out.append(spec)
+        return out
+
+    @classmethod
+    def missingRequirements(cls) -> list:
+        return [spec for spec in cls.requirements() if not requirementSatisfied(spec)]
+
+    def ensureLibraryDependencies(self, askConfirmation: bool = True) -> bool:
+        """Install the missing Python packages of SpineDARTLib (asking first); False if declined.
+
+        Never called at import time: the module loads without them, and the user decides when.
+        """
+        if self._dependenciesChecked:
+            return True
+        if sys.version_info < MINIMUM_PYTHON:
+            raise RuntimeError(
+                "SpineDART needs Python {}.{} or later and this Slicer runs Python {}.{}: "
+                "install a recent Slicer release".format(*MINIMUM_PYTHON, *sys.version_info[:2])
+            )
+        missing = self.missingRequirements()
+        if missing:
+            logging.info("SpineDART: missing Python packages: %s", ", ".join(missing))
+            if not self._pipInstall(missing, askConfirmation):
+                return False
+            importlib.invalidate_caches()
+            stillMissing = self.missingRequirements()
+            if stillMissing:
+                raise RuntimeError(
+                    "these Python packages could not be installed: {}; see the Python console".format(
+                        ", ".join(stillMissing)
+                    )
+                )
+        self._dependenciesChecked = True
+        return True
+
+    @staticmethod
+    def _pipInstall(requirements: list, askConfirmation: bool) -> bool:
+        # Pin what Slicer and the PyTorch extension already provide, so that no requirement can
+        # upgrade or replace them.
+        pins = []
+        for name in sorted(NOT_INSTALLED_BY_SPINEDART):
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                pins.append(f"{name}=={importlib.metadata.version(name)}")
+        with tempfile.TemporaryDirectory(prefix="spinedart-pip-") as tmp:
+            constraints = pathlib.Path(tmp) / "constraints.txt"
+            constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
+            args = ["-c", str(constraints), *requirements]
+            try:
+                from slicer import packaging as slicer_packaging  # Slicer with uv-based installs
+            except ImportError:
+                slicer_packaging = None
+            if slicer_packaging is not None:
+                # This installer shows the resolved changes and asks itself when interactive.
+                try:
+                    slicer_packaging.pip_install(args, interactive=askConfirmation)
+                except slicer_packaging.InstallationAbortedError:
+                    return False
+                return True
+            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _(
+                    "SpineDART needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
+                    "Install them now? This may take a few minutes."
+                ).format(packages="\n".join(requirements)),
+                windowTitle="SpineDART",
+            ):
+                return False
+            with slicer.util.WaitCursor():
+                slicer.util.pip_install(args)
+        return True
+
+    # -- X-rays --------------------------------------------------------------------------------
+
+    def loadXrays(self, xrayAPath, xrayBPath, geometryAPath=None, geometryBPath=None, scene=None):
+        """Read both X-rays (with optional geometry files) into volume nodes; returns (volumeA, volumeB).
+
+        All or nothing (SpineDARTLib.mrml.load_xray_pair). User mistakes (missing file, missing or
+        inconsistent calibration) raise SpineDARTLib.errors.UserError.
+        """
+        from SpineDARTLib import mrml
+
+        return mrml.load_xray_pair(
+            scene if scene is not None else slicer.mrmlScene,
+            optionalPath(xrayAPath),
+            optionalPath(xrayBPath),
+            optionalPath(geometryAPath),
+            optionalPath(geometryBPath),
+        )
+
+    def loadDemoCase(self, scene=None):
+        """Load the bundled demo case (two calibrated X-rays with JSON sidecars)."""
+        from SpineDARTLib.resources import demo_case_dir
+
+        case = demo_case_dir()
+        return self.loadXrays(
+            case / "xray_a.png", case / "xray_b.png", case / "xray_a.json", case / "xray_b.json", scene=scene
+        )
+
+    def geometrySummary(self, volumeA, volumeB):
+        """(text, level) describing both views and their angle; level: "ok", "warning" or "error"."""
+        from SpineDARTLib import mrml
+
+        return mrml.describe_view_pair(volumeA, volumeB)
+
+
+def requirementName(spec: str) -> str:
+    """Normalised distribution name of a requirement specifier ("scikit-image>=0.22" -> "scikit-image")."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    if not match:
+        raise ValueError(f"not a requirement specifier: {spec!r}")
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def requirementSatisfied(spec: str) -> bool:
+    """Whether an installed distribution satisfies the specifier (presence only without `packaging`)."""
+    try:
+        installed = importlib.metadata.version(requirementName(spec))
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        return True
+    return Requirement(spec).specifier.contains(installed, prereleases=True)
+
+
+#
+# SpineDARTTest
+#
+
+
+class SpineDARTTest(ScriptedLoadableModuleTest):
+    """Loads the bundled demo case through the logic and checks what reaches the scene."""
+
+    def setUp(self):
+        """Reset the state: a clear scene."""
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        """Run as few or as many tests as needed here."""
+        self.setUp()
+        self.test_SpineDARTLoadDemoCase()
+        self.setUp()
+        self.test_SpineDARTSameViewTwiceIsRefused()
+        self.setUp()
+        self.test_SpineDARTMissingImageIsOneLineError()
+
+    def test_SpineDARTLoadDemoCase(self):
+        """Both demo X-rays become volumes with their geometry; the views are far enough apart."""
+        import numpy as np
+
+        self.delayDisplay("Loading the SpineDART demo case")
+        logic = SpineDARTLogic()
+        self.assertTrue(logic.ensureLibraryDependencies(askConfirmation=False))
+
+        from SpineDARTLib import mrml
+        from SpineDARTLib.geometry import view_pair_check
+        from SpineDARTLib.resources import demo_case_dir
+        from SpineDARTLib.xray import read_xray
+
+        volumeA, volumeB = logic.loadDemoCase()
+        case = demo_case_dir()
+        expected = {
+            "A": read_xray(case / "xray_a.png", case / "xray_a.json"),
+            "B": read_xray(case / "xray_b.png", case / "xray_b.json"),
+        }
+        projections = {}
+        for label, volume in (("A", volumeA), ("B", volumeB)):
+            self.assertIsInstance(volume, vtkMRMLScalarVolumeNode)
+            self.assertIsNotNone(volume.GetScene())
+            width, height = expected[label].projection.image_size
+            self.assertEqual(volume.GetImageData().GetDimensions(), (width, height, 1))
+            kind = volume.GetAttribute(GEOMETRY_KIND_ATTRIBUTE)
+            self.assertIn(kind, ("nominal", "calibrated"))
+            self.assertEqual(kind, expected[label].geometry_kind)
+            # The projection stored on the node is the one read from the files.
+            projection = mrml.projection_from_node(volume)
+            points = np.array([[0.0, 0.0, 0.0], [40.0, -25.0, 60.0], [-35.0, 30.0, -20.0]])
+            np.testing.assert_allclose(
+                projection.project(points), expected[label].projection.project(points), atol=1e-6
+            )
+            projections[label] = projection
+
+        angle, warning = view_pair_check(projections["A"], projections["B"])
+        fileAngle, _fileWarning = view_pair_check(expected["A"].projection, expected["B"].projection)
+        self.assertAlmostEqual(angle, fileAngle, places=6)
+        self.assertGreaterEqual(angle, 15.0)
+        self.assertLessEqual(angle, 90.0)
+        self.assertIsNone(warning)
+
+        text, level = logic.geometrySummary(volumeA, volumeB)
+        self.assertEqual(level, "ok", text)
+        self.assertIn(f"{angle:.1f}°", text)
+
+        parameterNode = logic.getParameterNode()
+        parameterNode.xrayAVolume = volumeA
+        parameterNode.xrayBVolume = volumeB
+        self.assertIs(parameterNode.xrayAVolume, volumeA)
+        self.assertIs(parameterNode.xrayBVolume, volumeB)
+        self.delayDisplay(f"Demo case loaded: views {angle:.1f} deg apart")
+
+    def test_SpineDARTSameViewTwiceIsRefused(self):
+        """The same X-ray as both views gives a 0 degree pair: reported as an error."""
+        logic = SpineDARTLogic()
+        self.assertTrue(logic.ensureLibraryDependencies(askConfirmation=False))
+        from SpineDARTLib.resources import demo_case_dir
+
+        case = demo_case_dir()
+        volumeA, volumeB = logic.loadXrays(
+            case / "xray_a.png", case / "xray_a.png", case / "xray_a.json", case / "xray_a.json"
+        )
+        text, level = logic.geometrySummary(volumeA, volumeB)
+        self.assertEqual(level, "error", text)
+        self.assertIn("Error:", text)
+
+    def test_SpineDARTMissingImageIsOneLineError(self):
+        """A missing file is a one-line UserError naming it, and nothing is left in the scene."""
+        logic = SpineDARTLogic()
+        self.assertTrue(logic.ensureLibraryDependencies(askConfirmation=False))
+        from SpineDARTLib.errors import UserError
+        from SpineDARTLib.resources import demo_case_dir
+
+        case = demo_case_dir()
+        missing = pathlib.Path(slicer.app.temporaryPath) / "SpineDARTTest-no-such-xray.png"
+        before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        with self.assertRaises(UserError) as raised:
+            logic.loadXrays(case / "xray_a.png", missing, case / "xray_a.json", None)
+        message = raised.exception.one_line()
+        self.assertNotIn("\n", message)
+        self.assertIn(missing.name, message)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), before)
+        self.assertEqual(describeError(raised.exception), (message, None))
+        # An empty path field is refused before anything is read.
+        with self.assertRaises(UserError):
+            logic.loadXrays(case / "xray_a.png", pathlib.Path("."))
