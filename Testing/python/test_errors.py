@@ -143,38 +143,28 @@ def case_geometry_is_directory(t):
     return ["inspect", t / "l.png", "--geometry", t / "geo"], "geo"
 
 
-def case_unknown_patient_position(t):
-    _png(t / "m.png")
+def _carm_side(path: Path, **carm) -> Path:
+    """A C-arm-form sidecar; ``carm`` overrides the defaults (AP, SID 600, SDD 1000)."""
+    base = {"primary_angle_deg": 0, "secondary_angle_deg": 0, "source_isocenter_mm": 600, "source_detector_mm": 1000}
     d = {
         "schema": "spinedart.xray-geometry/1",
         "image_size": [32, 24],
         "pixel_spacing_mm": [0.5, 0.5],
-        "carm": {
-            "primary_angle_deg": 0,
-            "secondary_angle_deg": 0,
-            "source_isocenter_mm": 600,
-            "source_detector_mm": 1000,
-            "patient_position": "UPSIDEDOWN",
-        },
+        "carm": base | carm,
     }
-    (t / "m.json").write_text(json.dumps(d))
+    path.write_text(json.dumps(d))
+    return path
+
+
+def case_unknown_patient_position(t):
+    _png(t / "m.png")
+    _carm_side(t / "m.json", patient_position="UPSIDEDOWN")
     return ["inspect", t / "m.png"], "m.json"
 
 
 def case_isocentre_beyond_detector(t):
     _png(t / "n.png")
-    d = {
-        "schema": "spinedart.xray-geometry/1",
-        "image_size": [32, 24],
-        "pixel_spacing_mm": [0.5, 0.5],
-        "carm": {
-            "primary_angle_deg": 0,
-            "secondary_angle_deg": 0,
-            "source_isocenter_mm": 1200,
-            "source_detector_mm": 1000,
-        },
-    }
-    (t / "n.json").write_text(json.dumps(d))
+    _carm_side(t / "n.json", source_isocenter_mm=1200)
     return ["inspect", t / "n.png"], "n.json"
 
 
