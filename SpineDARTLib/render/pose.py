@@ -28,9 +28,11 @@ def transform_gaussians(
     translation: torch.Tensor,
     center: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x' = R (x − c) + c + t, Σ' = R Σ Rᵀ (rotation about ``center``, default the origin)."""
+    """x' = R (x − c) + c + t, Σ' = R Σ Rᵀ (rotation about ``center``, default the origin).
+
+    Isotropic variances (``covs`` of shape (N,)) are unchanged by a rotation."""
     R = rotation_matrix(rotvec)
     c = torch.zeros(3, dtype=means.dtype, device=means.device) if center is None else center
     new_means = (means - c) @ R.T + c + translation
-    new_covs = R @ covs @ R.T
+    new_covs = covs if covs.ndim == 1 else R @ covs @ R.T
     return new_means, new_covs

@@ -40,7 +40,9 @@ def project_gaussians(
 ) -> Projected:
     """Project N Gaussians into V views. ``P`` is (V, 3, 4) (or (3, 4)), any positive scale.
 
-    ``blur_px2`` adds a detector blur (pixel² variance) to every footprint, keeping the mass.
+    ``covs`` is (N, 3, 3), or (N,) isotropic variances (σ², mm²) — the solid vertebra models are
+    isotropic, and that path avoids N small matrix products per view. ``blur_px2`` adds a detector
+    blur (pixel² variance) to every footprint, keeping the mass.
     """
     if P.ndim == 2:
         P = P[None]
@@ -54,16 +56,23 @@ def project_gaussians(
     valid = w > MIN_DEPTH_MM
     w_safe = torch.where(valid, w, torch.ones_like(w))
     uv = h[..., :2] / w_safe[..., None]
-    # Exact perspective Jacobian d(u, v)/dX = (M[:2] - uv ⊗ M[2]) / w.
-    J = (M[:, None, :2, :] - uv[..., :, None] * M[:, None, 2:3, :]) / w_safe[..., None, None]  # (V,N,2,3)
-    cov2 = J @ covs[None] @ J.transpose(-1, -2)
+    # Exact perspective Jacobian d(u, v)/dX = (M[:2] - uv ⊗ M[2]) / w, one row per image axis.
+    ju = (M[:, None, 0, :] - uv[..., 0:1] * M[:, None, 2, :]) / w_safe[..., None]  # (V, N, 3)
+    jv = (M[:, None, 1, :] - uv[..., 1:2] * M[:, None, 2, :]) / w_safe[..., None]
+    g00, g01, g11 = (ju * ju).sum(-1), (ju * jv).sum(-1), (jv * jv).sum(-1)  # J Jᵀ
+    det_jj = (g00 * g11 - g01 * g01).clamp_min(0.0)
+    if covs.ndim == 1:
+        var = covs[None, :]
+        a, b, c = var * g00, var * g01, var * g11
+    else:
+        su = torch.einsum("vnk,nkl->vnl", ju, covs)  # rows of J Σ
+        sv = torch.einsum("vnk,nkl->vnl", jv, covs)
+        a, b, c = (su * ju).sum(-1), (su * jv).sum(-1), (sv * jv).sum(-1)
     if blur_px2:
-        cov2 = cov2 + blur_px2 * torch.eye(2, dtype=cov2.dtype, device=cov2.device)
-    a, b, c = cov2[..., 0, 0], cov2[..., 0, 1], cov2[..., 1, 1]
+        a, c = a + blur_px2, c + blur_px2
     det2 = (a * c - b * b).clamp_min(1e-12)
-    JJt = J @ J.transpose(-1, -2)
-    detJ = (JJt[..., 0, 0] * JJt[..., 1, 1] - JJt[..., 0, 1] ** 2).clamp_min(0.0)
-    amp = masses[None] * torch.sqrt(detJ) / (2 * torch.pi * torch.sqrt(det2))
+    amp = masses[None] * torch.sqrt(det_jj) / (2 * torch.pi * torch.sqrt(det2))
     amp = torch.where(valid, amp, torch.zeros_like(amp))
+    cov2 = torch.stack([torch.stack([a, b], -1), torch.stack([b, c], -1)], -2)
     conic = torch.stack([c / det2, -b / det2, a / det2], dim=-1)
     return Projected(uv, cov2, amp, conic, valid)

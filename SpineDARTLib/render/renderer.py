@@ -13,6 +13,7 @@ from .raster_torch import (
     DEFAULT_SEPARABLE_TOL,
     DEFAULT_TRUNCATION,
     max_correlation,
+    mean_patch_area,
     rasterize_patches,
     rasterize_separable,
 )
@@ -50,7 +51,7 @@ class SplatRenderer:
 
     ``mode``: ``patch`` (truncated patches, any footprint), ``separable`` (one GEMM per instance,
     only for axis-aligned footprints) or ``auto`` (separable when every footprint's |ρ| ≤
-    ``separable_tol``, else patch).
+    ``separable_tol`` and footprints are large compared with the image, else patch).
     """
 
     def __init__(
@@ -91,8 +92,10 @@ class SplatRenderer:
         if means.ndim != 2 or means.shape[-1] != 3 or means.shape[0] == 0:
             raise RenderInputError(f"means have shape {tuple(means.shape)}", "give a non-empty (N, 3) tensor")
         N = means.shape[0]
-        if covs.shape != (N, 3, 3) or masses.shape != (N,):
-            raise RenderInputError("covs/masses do not match means", "give covs (N, 3, 3) and masses (N,)")
+        if covs.shape not in ((N, 3, 3), (N,)) or masses.shape != (N,):
+            raise RenderInputError(
+                "covs/masses do not match means", "give covs (N, 3, 3) or isotropic variances (N,), and masses (N,)"
+            )
         if P.ndim == 2:
             P = P[None]
         if P.shape[1:] != (3, 4):
@@ -100,6 +103,8 @@ class SplatRenderer:
         for name, t in (("means", means), ("covariances", covs), ("masses", masses), ("projection matrices", P)):
             _check_finite(name, t)
         with torch.no_grad():
+            if (masses < 0).any() or (covs.ndim == 1 and (covs <= 0).any()):
+                raise RenderInputError("negative masses or non-positive variances", "give densities >= 0, sigma > 0")
             if (torch.linalg.svdvals(P[:, :, :3]).min(dim=-1).values <= 1e-9 * P.abs().amax(dim=(1, 2))).any():
                 raise RenderInputError("a projection matrix is degenerate (rank < 3)", "check the view's calibration")
         W, H = int(image_size[0]), int(image_size[1])
@@ -117,7 +122,10 @@ class SplatRenderer:
         proj = project_gaussians(means, covs, masses, P, blur_px2=self.blur_px**2)
         mode = self.mode
         if mode == "auto":
-            mode = "separable" if max_correlation(proj) <= self.separable_tol else "patch"
+            # Measured on 2 cores: one GEMM over the whole image beats patches only when footprints
+            # are large (patch area above ~1/16 of the image), e.g. low-resolution previews.
+            large = mean_patch_area(proj, self.truncation) > (W * H) / 16
+            mode = "separable" if large and max_correlation(proj) <= self.separable_tol else "patch"
         if mode == "separable":
             img = rasterize_separable(proj, instance, n_instances, (W, H))
         else:

@@ -16,11 +16,15 @@ RANK = {
     "schemas": 1,
     "resources": 1,
     "geometry": 2,
+    "meshing": 2,
     "xray": 3,
+    "realct": 3,
     "beads": 4,
     "render": 4,
+    "drr": 5,
     "mrml": 8,
     "demo": 9,
+    "bench": 9,
     "cli": 10,
 }
 
