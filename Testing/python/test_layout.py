@@ -19,6 +19,7 @@ RANK = {
     "meshing": 2,
     "xray": 3,
     "realct": 3,
+    "anatomy": 3,
     "beads": 4,
     "render": 4,
     "drr": 5,
