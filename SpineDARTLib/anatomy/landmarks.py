@@ -1,0 +1,279 @@
+"""Ground truth by rule: the 10 landmarks, pedicle isthmus and widths, and the transpedicular
+trajectories of a vertebra, from a binary mask (a label map, or a mesh voxelised) — one algorithm
+for generated and real vertebrae (``../shared/research/anatomy.md`` §1–§2).
+
+1. Canal = the through-hole: holes filled slice by slice along the cranio-caudal axis.
+2. Frame: y (anterior) from the canal towards the body, z (cranial) from the inferior to the
+   superior endplate centre, x = y × z, which points to the patient's right whatever the array's
+   index order. Origin BC, the body centroid. The mask is then resampled on a 0.5 mm grid in that
+   frame so every rule below is a slice of a regular grid.
+3. Body = bone anterior to the canal's anterior boundary (largest component). SEC/IEC = mean of the
+   top/bottom surface of the body's central region; VAP/PWM = most anterior/posterior body point on
+   the mid-sagittal line at BC's height.
+4. Pedicle (per side) = bone lateral to the canal between the posterior body wall and the middle of
+   the canal's depth (behind it the laminae begin); sections perpendicular to y; the isthmus is the
+   section of minimum area, its centroid PCL/PCR, its transverse extent the outer width (inner =
+   outer − 2 × cortex). Sections are perpendicular to y, not to the pedicle's own axis: for strongly
+   converging pedicles (L5, ~30°) the width is measured obliquely.
+5. SPT = most posterior bone within 8 mm of the midline; TPL/TPR = most lateral bone behind the body
+   (each tip, like VAP/PWM, is the centroid of the last 2 mm, so that it does not jump with the grid).
+6. Trajectory (per side): the axis through the isthmus centre aimed at the anterior third of its own
+   hemi-body (a quarter of the body width from the midline, half-way from the isthmus height to BC's);
+   entry where the axis leaves the posterior cortex, target 5 mm short of the anterior cortex.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+
+LANDMARKS = ("BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM")
+GRID_MM = 0.5
+CORTEX_MM = 1.0
+TARGET_SHORT_MM = 5.0
+TIP_DEPTH_MM = 2.0  # process tips and body points: centroid of the last 2 mm
+
+
+@dataclass
+class Annotation:
+    landmarks: dict[str, np.ndarray]  # RAS mm
+    trajectories: dict[str, dict[str, np.ndarray]]  # side -> entry, target, isthmus (RAS mm)
+    pedicle_width_mm: dict[str, dict[str, float]]  # side -> outer, inner, height
+    frame: np.ndarray  # (3, 3): rows x (right), y (anterior), z (cranial)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "landmarks": {k: np.round(v, 3).tolist() for k, v in self.landmarks.items()},
+            "trajectories": {
+                s: {k: np.round(v, 3).tolist() for k, v in t.items()} for s, t in self.trajectories.items()
+            },
+            "pedicle_width_mm": {
+                s: {k: round(float(v), 3) for k, v in w.items()} for s, w in self.pedicle_width_mm.items()
+            },
+            "frame": np.round(self.frame, 6).tolist(),
+            "warnings": list(self.warnings),
+        }
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import label
+
+    lab, n = label(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == sizes.argmax()
+
+
+def _canal_by_hole_filling(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Voxels enclosed by bone in their slice along ``axis``: the largest 3D component of them."""
+    from scipy.ndimage import binary_fill_holes
+
+    holes = np.zeros_like(mask, dtype=bool)
+    for k in range(mask.shape[axis]):
+        sl = [slice(None)] * 3
+        sl[axis] = k
+        s = mask[tuple(sl)]
+        holes[tuple(sl)] = binary_fill_holes(s) & ~s
+    if not holes.any():
+        raise UserError(
+            "the vertebra has no closed canal (no slice encloses a hole)", "check the mask is a whole vertebra"
+        )
+    return _largest_component(holes)
+
+
+def _points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask)
+    return idx @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(origin, rows x/y/z) from the raw mask: canal → body direction in the axial plane, RAS z."""
+    A = np.asarray(affine, float)
+    # The voxel axis closest to the patient's cranio-caudal axis is the slicing axis.
+    axis = int(np.argmax(np.abs(A[2, :3]) / np.linalg.norm(A[:3, :3], axis=0)))
+    canal = _points(_canal_by_hole_filling(mask, axis), A)
+    bone = _points(mask, A)
+    c = canal.mean(0)
+    z = np.array([0.0, 0.0, 1.0])
+    y = bone.mean(0) - c
+    for _ in range(3):
+        y = y - (y @ z) * z
+        y /= np.linalg.norm(y)
+        front = ((canal - c) @ y).max()
+        body = bone[(bone - c) @ y > front]
+        if len(body) == 0:
+            raise UserError("no bone anterior to the canal", "check the mask is a whole vertebra")
+        y = body.mean(0) - c
+    y = y - (y @ z) * z
+    y /= np.linalg.norm(y)
+    x = np.cross(y, z)
+    return c, np.stack([x, y, z])
+
+
+def _resample_local(mask: np.ndarray, affine: np.ndarray, origin: np.ndarray, R: np.ndarray, spacing: float):
+    """The mask on a regular grid of the local frame (linear interpolation, threshold 0.5)."""
+    from scipy.ndimage import map_coordinates
+
+    A = np.asarray(affine, float)
+    pts = _points(mask, A)
+    local = (pts - origin) @ R.T
+    vox = np.abs(A[:3, :3]).max()
+    lo = local.min(0) - 2 * vox
+    hi = local.max(0) + 2 * vox
+    shape = np.ceil((hi - lo) / spacing).astype(int) + 1
+    axes = [lo[i] + spacing * np.arange(shape[i]) for i in range(3)]
+    g = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    world = g @ R + origin
+    ijk = (world - A[:3, 3]) @ np.linalg.inv(A[:3, :3]).T
+    vals = map_coordinates(mask.astype(np.float32), ijk.T, order=1, mode="constant", cval=0.0)
+    return vals.reshape(tuple(shape)) >= 0.5, lo
+
+
+def _tip(points: np.ndarray, direction: np.ndarray, depth_mm: float = TIP_DEPTH_MM) -> np.ndarray:
+    """The extreme of a point set along ``direction``, as the centroid of the points within
+    ``depth_mm`` of it: a single extreme voxel would move with the grid, the tip region does not."""
+    s = points @ direction
+    return points[s >= s.max() - depth_mm].mean(0)
+
+
+def _body_and_endplates(grid: np.ndarray, lo: np.ndarray, h: float):
+    """Canal and body points (local mm), body centroid, superior and inferior endplate centres."""
+    canal = _canal_by_hole_filling(grid, 2)
+    ci = np.argwhere(canal) * h + lo
+    front = ci[:, 1].max()
+    body_mask = grid.copy()
+    body_mask[:, : int(np.ceil((front - lo[1]) / h)) + 1, :] = False
+    body = np.argwhere(_largest_component(body_mask)) * h + lo
+    bc = body.mean(0)
+    # Endplates: the top/bottom surface of the body's central columns.
+    w_b, d_b = np.ptp(body[:, 0]), np.ptp(body[:, 1])
+    cols = body[(np.abs(body[:, 0] - bc[0]) < 0.3 * w_b) & (np.abs(body[:, 1] - bc[1]) < 0.3 * d_b)]
+    _, inv = np.unique(np.round(cols[:, :2] / h).astype(np.int64), axis=0, return_inverse=True)
+    top = np.full(inv.max() + 1, -np.inf)
+    bot = np.full(inv.max() + 1, np.inf)
+    np.maximum.at(top, inv, cols[:, 2])
+    np.minimum.at(bot, inv, cols[:, 2])
+    xy = cols[:, :2].mean(0)
+    return ci, body, bc, np.array([*xy, top.mean()]), np.array([*xy, bot.mean()])
+
+
+def annotate_mask(mask: np.ndarray, affine: np.ndarray, cortex_mm: float = CORTEX_MM) -> Annotation:
+    """Landmarks, pedicle widths and trajectories of one vertebra's binary mask (RAS affine)."""
+    from scipy.ndimage import label
+
+    m = np.asarray(mask).astype(bool)
+    if m.ndim != 3 or m.sum() < 50:
+        raise UserError("vertebra mask is empty or not 3-D", "give a 3-D mask of one whole vertebra")
+    origin, R = _rough_frame(m, affine)
+    warnings: list[str] = []
+    # A coarse pass refines the frame (z: IEC → SEC; y: canal → body; x = y × z), the fine pass
+    # measures everything in it.
+    grid, lo = _resample_local(m, affine, origin, R, 1.0)
+    ci, body, bc, sec, iec = _body_and_endplates(_largest_component(grid), lo, 1.0)
+    z_new = (sec - iec) @ R
+    z_new /= np.linalg.norm(z_new)
+    y_new = (bc - ci.mean(0)) @ R
+    y_new -= (y_new @ z_new) * z_new
+    y_new /= np.linalg.norm(y_new)
+    origin = origin + bc @ R
+    R = np.stack([np.cross(y_new, z_new), y_new, z_new])
+    h = GRID_MM
+    grid, lo = _resample_local(m, affine, origin, R, h)
+    grid = _largest_component(grid)
+    ci, body, bc, sec, iec = _body_and_endplates(grid, lo, h)
+    bi = np.argwhere(grid) * h + lo
+    # Express everything relative to BC (the origin of the anatomical frame).
+    shift = bc
+    origin = origin + shift @ R
+
+    def to_world(p: np.ndarray) -> np.ndarray:
+        return np.asarray(p) @ R + origin
+
+    bc_l = np.zeros(3)
+    body, bi, ci = body - shift, bi - shift, ci - shift
+    sec, iec = sec - shift, iec - shift
+    lo = lo - shift
+    tol = max(1.5, 0.6 * float(np.abs(np.asarray(affine)[:3, :3]).max()))
+    mid = body[(np.abs(body[:, 0]) < tol) & (np.abs(body[:, 2]) < tol)]
+    if len(mid) == 0:
+        raise UserError("no body bone on the mid-sagittal line", "check the mask is a whole vertebra")
+    vap, pwm = _tip(mid, np.array([0.0, 1.0, 0.0])), _tip(mid, np.array([0.0, -1.0, 0.0]))
+    back = 0.5 * (ci[:, 1].max() + ci[:, 1].min())  # pedicles: beside the canal's anterior half
+    lm: dict[str, np.ndarray] = {"BC": bc_l, "SEC": sec, "IEC": iec, "VAP": vap, "PWM": pwm}
+
+    posterior = bi[bi[:, 1] < pwm[1]]
+    near_mid = bi[np.abs(bi[:, 0]) < 8.0]
+    lm["SPT"] = _tip(near_mid, np.array([0.0, -1.0, 0.0]))
+    lm["TPL"] = _tip(posterior, np.array([-1.0, 0.0, 0.0]))
+    lm["TPR"] = _tip(posterior, np.array([1.0, 0.0, 0.0]))
+
+    # Pedicles: y-sections between the posterior body wall and the canal's back, beside the canal.
+    canal_x = np.abs(ci[:, 0]).max()
+    canal_z = ci[:, 2].mean()
+    j_front = int(round((pwm[1] - lo[1]) / h))
+    j_back = int(round((back - lo[1]) / h))
+    traj: dict[str, dict[str, np.ndarray]] = {}
+    widths: dict[str, dict[str, float]] = {}
+    for side, sx, name in (("left", -1.0, "PCL"), ("right", 1.0, "PCR")):
+        best = None
+        for j in range(max(j_back, 0), min(j_front, grid.shape[1])):
+            sl = grid[:, j, :].copy()
+            xs = lo[0] + h * np.arange(grid.shape[0])
+            sl[(sx * xs) <= 0, :] = False
+            lab2, n = label(sl)
+            if n == 0:
+                continue
+            pix = np.argwhere(lab2 > 0)
+            px = pix[:, 0] * h + lo[0]
+            pz = pix[:, 1] * h + lo[2]
+            # The pedicle is the section component nearest the canal's lateral wall at canal height.
+            dist = np.hypot(np.abs(px) - canal_x * 0.8, pz - canal_z)
+            comp = lab2[tuple(pix[dist.argmin()])]
+            cpix = np.argwhere(lab2 == comp)
+            area = len(cpix) * h * h
+            if best is None or area < best[0]:
+                cx = cpix[:, 0] * h + lo[0]
+                cz = cpix[:, 1] * h + lo[2]
+                best = (area, np.array([cx.mean(), lo[1] + j * h, cz.mean()]), np.ptp(cx) + h, np.ptp(cz) + h)
+        if best is None:
+            raise UserError(f"no {side} pedicle found beside the canal", "check the mask is a whole vertebra")
+        _, pc, outer, height = best
+        lm[name] = pc
+        widths[side] = {"outer": float(outer), "inner": float(max(outer - 2 * cortex_mm, 0.0)), "height": float(height)}
+        # Trajectory: through the isthmus centre towards the anterior third of its own hemi-body.
+        aim = np.array([sx * 0.25 * np.ptp(body[:, 0]), vap[1] - np.ptp(body[:, 1]) / 6, pc[2] + 0.5 * (0.0 - pc[2])])
+        d = aim - pc
+        d /= np.linalg.norm(d)
+
+        def inside(p: np.ndarray) -> bool:
+            ijk = np.round((p - lo) / h).astype(int)
+            return bool(np.all(ijk >= 0) and np.all(ijk < grid.shape) and grid[tuple(ijk)])
+
+        entry = pc.copy()
+        while inside(entry - 0.25 * d):
+            entry = entry - 0.25 * d
+        exit_ = pc.copy()
+        while inside(exit_ + 0.25 * d):
+            exit_ = exit_ + 0.25 * d
+        target = exit_ - TARGET_SHORT_MM * d
+        if sx * target[0] < 0:
+            warnings.append(f"{side} target crosses the midline")
+        traj[side] = {"entry": entry, "target": target, "isthmus": pc}
+    world_lm = {k: to_world(lm[k]) for k in LANDMARKS}
+    world_traj = {s: {k: to_world(v) for k, v in t.items()} for s, t in traj.items()}
+    return Annotation(world_lm, world_traj, widths, R, warnings)
+
+
+def annotate_mesh(vertices: np.ndarray, faces: np.ndarray, voxel_mm: float = GRID_MM) -> Annotation:
+    """The same rules on a closed mesh, voxelised (partial volume ≥ 0.5) at ``voxel_mm``."""
+    from ..meshing import voxelize_mesh
+
+    occ, A = voxelize_mesh(vertices, faces, spacing_mm=voxel_mm, supersample=1)
+    return annotate_mask(occ >= 0.5, A)
