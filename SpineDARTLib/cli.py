@@ -45,6 +45,16 @@ def _build_parser() -> argparse.ArgumentParser:
     br.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     br.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
+    ph = sub.add_parser("phantom", help="generate one vertebra (mesh, density volume, landmarks, trajectories)")
+    ph.add_argument("--level", required=True, help="T1..T12, L1..L5")
+    ph.add_argument("--seed", type=int, required=True)
+    ph.add_argument("--fracture", help="TYPE:GRADE, e.g. wedge:2 (wedge|biconcave|crush, Genant 1-3)")
+    ph.add_argument("--osteoporotic", action="store_true", help="cancellous bone at 50-120 HU")
+    ph.add_argument("--cemented", action="store_true", help="a previously cemented level (PMMA)")
+    ph.add_argument("--mesh-spacing", type=float, default=0.75, help="marching-cubes grid, mm (default %(default)s)")
+    ph.add_argument("--volume-spacing", type=float, default=0.5, help="density voxel size, mm (default %(default)s)")
+    ph.add_argument("--out", type=Path, required=True, help="output folder")
+
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
@@ -92,7 +102,7 @@ def _cmd_bench_render(args: argparse.Namespace) -> int:
         )
     mesh = None
     if args.mesh is not None:
-        from .meshing import read_mesh
+        from .mesh_io import read_mesh
 
         mesh = read_mesh(args.mesh)
     from .bench.render_speed import run
@@ -113,6 +123,31 @@ def _cmd_bench_render(args: argparse.Namespace) -> int:
     else:
         for k, v in res.items():
             print(f"{k:>16}  {v}")
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError("exists and is not a folder", "give a folder for --out", args.out)
+    from .anatomy.levels import check_level
+    from .anatomy.vertebra import sample_params
+
+    check_level(args.level)
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative", "give a seed >= 0")
+    if not 0.2 <= args.mesh_spacing <= 3.0 or not 0.1 <= args.volume_spacing <= 2.0:
+        raise UserError("--mesh-spacing or --volume-spacing out of range", "give 0.2-3 mm and 0.1-2 mm")
+    params = sample_params(args.level, args.seed, args.fracture, args.osteoporotic, args.cemented)
+    from .anatomy.export import write_phantom
+    from .anatomy.phantom import generate
+
+    ph = generate(args.level, args.seed, args.mesh_spacing, params=params)
+    doc = write_phantom(ph, args.out, args.volume_spacing)
+    frac = params.fracture
+    kind = "healthy" if doc["healthy"] else f"fractured ({frac.kind}, Genant {frac.grade})" if frac else "cemented"
+    mesh = doc["mesh"]
+    print(f"{args.level} seed {args.seed}: {kind}, {mesh['vertices']} vertices, {mesh['volume_mm3'] / 1000:.1f} cm3")
+    print(f"wrote {args.out / 'vertebra.vtp'}, vertebra.stl, density.nii.gz, vertebra.json")
     return 0
 
 
@@ -137,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_inspect(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "phantom":
+            return _cmd_phantom(args)
         if args.command == "bench-render":
             return _cmd_bench_render(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")

@@ -122,26 +122,3 @@ def mesh_from_mask(mask: np.ndarray, ijk_to_ras: np.ndarray, level: float = 0.5)
     A = np.asarray(ijk_to_ras, float)
     ras = verts @ A[:3, :3].T + A[:3, 3]
     return ras, np.ascontiguousarray(orient_outward(ras, faces))
-
-
-def read_mesh(path) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (mm) and triangles of a surface file (.obj, .stl, .ply, .vtk, .vtp); merged vertices.
-
-    Coordinates are taken as they are in the file; files in metres must be converted by the caller.
-    """
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("mesh file not found", "give an existing .obj/.stl/.ply/.vtk/.vtp file", path)
-    try:
-        import trimesh
-
-        m = trimesh.load(str(path), force="mesh", process=False)
-        m.merge_vertices()
-        v, f = np.asarray(m.vertices, float), np.asarray(m.faces, np.int64)
-    except Exception as exc:  # trimesh raises many types on bad files
-        raise UserError(f"cannot read the mesh ({exc.__class__.__name__})", "give a valid triangle mesh", path) from exc
-    if len(f) < 4 or not np.all(np.isfinite(v)):
-        raise UserError("mesh is empty or has non-finite vertices", "give a closed triangle mesh in mm", path)
-    return v, f

@@ -1,7 +1,8 @@
 """Versioned file formats the project exchanges, defined once and validated on read.
 
 Each format has an id ``spinedart.<name>/<version>`` stored in the file's ``"schema"`` key. Present:
-``xray-geometry/1`` (the X-ray sidecar), ``bead-phantom/1`` (a bead phantom's ground truth).
+``xray-geometry/1`` (the X-ray sidecar), ``bead-phantom/1`` (a bead phantom's ground truth),
+``vertebra/1`` (a generated vertebra: parameters, landmarks, trajectories, files).
 The landmark, case, plan-report and worker-message formats are added here as they are built.
 """
 
@@ -22,6 +23,7 @@ _VEC3 = {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}
 
 XRAY_GEOMETRY_V1 = "spinedart.xray-geometry/1"
 BEAD_PHANTOM_V1 = "spinedart.bead-phantom/1"
+VERTEBRA_V1 = "spinedart.vertebra/1"
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     XRAY_GEOMETRY_V1: {
@@ -102,6 +104,32 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "seed": {"type": "integer"},
             "provenance": {"type": "object"},
         },
+    },
+}
+
+_SCHEMAS[VERTEBRA_V1] = {
+    "type": "object",
+    "required": ["schema", "level", "seed", "parameters", "landmarks", "trajectories", "pedicle_width_mm", "files"],
+    "properties": {
+        "schema": {"const": VERTEBRA_V1},
+        "level": {"type": "string"},
+        "seed": {"type": "integer"},
+        "healthy": {"type": "boolean"},
+        "parameters": {"type": "object"},
+        "landmarks": {
+            "type": "object",
+            "required": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"],
+            "additionalProperties": _VEC3,
+        },
+        "trajectories": {
+            "type": "object",
+            "required": ["left", "right"],
+            "additionalProperties": {"type": "object", "required": ["entry", "target"], "additionalProperties": _VEC3},
+        },
+        "pedicle_width_mm": {"type": "object"},
+        "part_names": {"type": "array", "items": {"type": "string"}},
+        "files": {"type": "object"},
+        "provenance": {"type": "object"},
     },
 }
 

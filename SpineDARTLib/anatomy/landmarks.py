@@ -2,8 +2,11 @@
 trajectories of a vertebra, from a binary mask (a label map, or a mesh voxelised) — one algorithm
 for generated and real vertebrae (``../shared/research/anatomy.md`` §1–§2).
 
-1. Canal = the through-hole: holes filled slice by slice along the cranio-caudal axis.
-2. Frame: y (anterior) from the canal towards the body, z (cranial) from the inferior to the
+1. Canal = the through-hole: holes filled slice by slice along the cranio-caudal axis, keeping those
+   seen through along that axis (a dished endplate encloses holes too, with bone under them).
+2. Frame: y (anterior) from the canal towards the body (found first as the axis of the plane of
+   bilateral symmetry, signed towards the side of the canal with more bone in a canal-wide
+   corridor), z (cranial) from the inferior to the
    superior endplate centre, x = y × z, which points to the patient's right whatever the array's
    index order. Origin BC, the body centroid. The mask is then resampled on a 0.5 mm grid in that
    frame so every rule below is a slice of a regular grid.
@@ -35,6 +38,8 @@ LANDMARKS = ("BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"
 GRID_MM = 0.5
 CORTEX_MM = 1.0
 TARGET_SHORT_MM = 5.0
+CORRIDOR_DEPTH_MM = 12.0
+ROUGH_GRID_MM = 1.0
 TIP_DEPTH_MM = 2.0  # process tips and body points: centroid of the last 2 mm
 
 
@@ -85,7 +90,15 @@ def _canal_by_hole_filling(mask: np.ndarray, axis: int) -> np.ndarray:
         raise UserError(
             "the vertebra has no closed canal (no slice encloses a hole)", "check the mask is a whole vertebra"
         )
-    return _largest_component(holes)
+    # A dished or collapsed endplate also encloses "holes" in some slices, but bone lies under them;
+    # the canal is seen through: prefer hole voxels whose whole column along the axis is free of bone.
+    see_through = holes & ~mask.any(axis=axis, keepdims=True)
+    canal = _largest_component(holes)
+    if see_through.any():
+        through = _largest_component(see_through)
+        if through.sum() >= 0.3 * min(canal.sum(), see_through.sum()):
+            return through
+    return canal
 
 
 def _points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
@@ -94,15 +107,59 @@ def _points(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(origin, rows x/y/z) from the raw mask: canal → body direction in the axial plane, RAS z."""
-    A = np.asarray(affine, float)
-    # The voxel axis closest to the patient's cranio-caudal axis is the slicing axis.
-    axis = int(np.argmax(np.abs(A[2, :3]) / np.linalg.norm(A[:3, :3], axis=0)))
-    canal = _points(_canal_by_hole_filling(mask, axis), A)
-    bone = _points(mask, A)
+    """(origin, rows x/y/z): canal → body direction in the axial plane, RAS z.
+
+    Works on the mask resampled to an isotropic 1 mm RAS grid, so that the symmetry search and the
+    solidity measures do not depend on the input's voxel size or orientation.
+    """
+    grid, lo = _resample_local(mask, affine, np.zeros(3), np.eye(3), ROUGH_GRID_MM)
+    grid = _largest_component(grid)
+    A = np.eye(4)
+    A[:3, :3] *= ROUGH_GRID_MM
+    A[:3, 3] = lo
+    canal = _points(_canal_by_hole_filling(grid, 2), A)
+    bone = _points(grid, A)
     c = canal.mean(0)
     z = np.array([0.0, 0.0, 1.0])
-    y = bone.mean(0) - c
+    # The antero-posterior axis is the one whose plane (with z, through the canal) is the plane of
+    # bilateral symmetry. Anterior is the side of the canal where the first CORRIDOR_DEPTH_MM of
+    # bone in a canal-wide corridor is most solid (fills its bounding box): the body is a solid
+    # slab even when crushed, the arch is a ring of plates and rods. Neither the mean of all bone
+    # nor the thickest point nor the amount of bone is robust: long thoracic processes pull the
+    # mean, unions of processes are as thick as a crushed body, and a crushed T1 body weighs less
+    # than the arch beside its canal.
+    rel = bone - c
+    cell, span = 1.0, 1 << 20
+
+    def keys(p: np.ndarray) -> np.ndarray:  # one int64 per 1 mm cell
+        ijk = np.floor(p / cell).astype(np.int64) + span // 2
+        return (ijk[:, 0] * span + ijk[:, 1]) * span + ijk[:, 2]
+
+    occupied = np.unique(keys(rel))
+
+    def symmetry(ang: float) -> int:
+        w = np.cross(z, np.array([np.cos(ang), np.sin(ang), 0.0]))
+        return int(np.isin(keys(rel - 2 * np.outer(rel @ w, w)), occupied, assume_unique=False).sum())
+
+    coarse = max(np.radians(np.arange(0, 180, 5)), key=symmetry)
+    ang = max(coarse + np.radians(np.arange(-4, 5, 1)), key=symmetry)
+    axis_u = np.array([np.cos(ang), np.sin(ang), 0.0])
+    w = np.cross(z, axis_u)
+    half = 0.5 * np.ptp((canal - c) @ w)
+    along, across = rel @ axis_u, rel @ w
+    corridor = np.abs(across) < half
+    front, back = ((canal - c) @ axis_u).max(), ((canal - c) @ axis_u).min()
+    voxel = abs(np.linalg.det(A[:3, :3]))
+
+    def solidity(sel: np.ndarray) -> float:
+        if sel.sum() < 10:
+            return 0.0
+        box = np.ptp(along[sel]) * np.ptp(across[sel]) * np.ptp(rel[sel, 2])
+        return float(sel.sum() * voxel / max(box, 1e-9))
+
+    ahead = solidity(corridor & (along > front) & (along < front + CORRIDOR_DEPTH_MM))
+    behind = solidity(corridor & (along < back) & (along > back - CORRIDOR_DEPTH_MM))
+    y = axis_u if ahead >= behind else -axis_u
     for _ in range(3):
         y = y - (y @ z) * z
         y /= np.linalg.norm(y)
@@ -201,7 +258,13 @@ def annotate_mask(mask: np.ndarray, affine: np.ndarray, cortex_mm: float = CORTE
     sec, iec = sec - shift, iec - shift
     lo = lo - shift
     tol = max(1.5, 0.6 * float(np.abs(np.asarray(affine)[:3, :3]).max()))
-    mid = body[(np.abs(body[:, 0]) < tol) & (np.abs(body[:, 2]) < tol)]
+    sagittal = body[np.abs(body[:, 0]) < tol]
+    mid = sagittal[np.abs(sagittal[:, 2]) < tol]
+    if len(mid) < 5 and len(sagittal):
+        # A biconcave collapse can leave no bone at BC's height on the midline: use the height
+        # where the midline has bone, nearest to BC's.
+        zc = sagittal[np.argmin(np.abs(sagittal[:, 2])), 2]
+        mid = sagittal[np.abs(sagittal[:, 2] - zc) < tol]
     if len(mid) == 0:
         raise UserError("no body bone on the mid-sagittal line", "check the mask is a whole vertebra")
     vap, pwm = _tip(mid, np.array([0.0, 1.0, 0.0])), _tip(mid, np.array([0.0, -1.0, 0.0]))

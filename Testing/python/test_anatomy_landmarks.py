@@ -103,3 +103,20 @@ def test_mask_without_canal_is_refused():
     m[5:25, 5:25, 5:25] = True
     with pytest.raises(UserError, match="canal"):
         annotate_mask(m, np.eye(4))
+
+
+@pytest.mark.parametrize(
+    ("level", "fracture"), [("T1", "crush:3"), ("T2", "biconcave:3"), ("T9", "biconcave:3"), ("L1", "wedge:3")]
+)
+def test_rules_hold_on_severely_fractured_vertebrae(level, fracture):
+    """Collapsed bodies once fooled the frame (a dished endplate looked like the canal; a crushed T1
+    body weighs less than its arch): anatomy must still come out right."""
+    ph = generate(level, seed=0, mesh_spacing_mm=1.5, fracture=fracture, osteoporotic=True)
+    an = annotate_mesh(ph.vertices, ph.faces)
+    lm = an.landmarks
+    assert lm["PCL"][0] < lm["BC"][0] < lm["PCR"][0]
+    assert lm["VAP"][1] > lm["PWM"][1] > lm["SPT"][1]
+    assert lm["SEC"][2] > lm["IEC"][2]
+    assert ph.model._pedicle(lm["PCL"][None], "left")[0] < 1.0
+    assert ph.model._pedicle(lm["PCR"][None], "right")[0] < 1.0
+    assert ph.model._body(lm["BC"][None])[0] < 0
