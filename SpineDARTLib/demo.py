@@ -18,7 +18,7 @@ from .atomic import atomic_path, atomic_write_json
 from .beads import detect_beads, elliptic_cylinder_line_integrals, match_beads, sphere_line_integrals
 from .geometry import CArmGeometry, triangulate, view_pair_check
 from .provenance import provenance
-from .schemas import BEAD_PHANTOM_V1, load_json
+from .schemas import BEAD_PHANTOM_V1, XRAY_GEOMETRY_V1, load_json
 from .xray import XRay, read_xray, write_sidecar, write_xray
 
 # Demo acceptance: every bead found and matched, triangulated within this distance of the truth.
@@ -92,21 +92,12 @@ def build_demo_case(out_dir: str | Path, seed: int = DEMO_SEED) -> Path:
         out / "xray_b.json",
         b.to_projection(),
         geometry_kind="calibrated",
-        intensity=load_json(out / "xray_a.json", "spinedart.xray-geometry/1")["intensity"]
-        | _png_map(out / "xray_b.json"),
+        intensity=load_json(out / "xray_b.json", XRAY_GEOMETRY_V1)["intensity"],
         carm=b,
         provenance={"generator": "SpineDARTLib.demo.build_demo_case", "seed": seed},
     )
     atomic_write_json(out / "phantom.json", {"schema": BEAD_PHANTOM_V1, "beads": beads, "body": body, "seed": seed})
     return out
-
-
-def _png_map(sidecar: Path) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in load_json(sidecar, "spinedart.xray-geometry/1")["intensity"].items()
-        if k in ("scale", "offset")
-    }
 
 
 def _overlay(xr: XRay, detected: np.ndarray, expected: np.ndarray, path: Path) -> None:
