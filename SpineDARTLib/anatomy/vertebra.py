@@ -141,7 +141,7 @@ def sample_params(
         tp_span=length(m.tp_span),
         sp_length=length(m.sp_length),
         sp_inclination_deg=angle(sp_inclination_deg(level), 4.0),
-        lamina_thickness=length(5.5 if thoracic else 6.5),
+        lamina_thickness=length(5.5 if thoracic else 8.0),
         cortex_mm=float(np.clip(rng.normal(1.0, 0.15), 0.6, 1.5)),
         cortical_hu=float(rng.uniform(1000, 1500)),
         cancellous_hu=float(rng.uniform(50, 120) if osteoporotic else rng.uniform(200, 300)),
@@ -241,9 +241,17 @@ class VertebraSDF:
         direction = np.array([0.0, -np.cos(phi), -np.sin(phi)])
         up = np.array([0.0, -np.sin(phi), np.cos(phi)])
         R = np.stack([np.array([1.0, 0.0, 0.0]), direction, up], axis=1)
-        height = (0.42 if not pr.thoracic else 0.3) * pr.body_height
-        centre = start + direction * pr.sp_length / 2
-        return sdf.rounded_box(p, centre, (2.6, pr.sp_length / 2, height / 2), R, radius=2.2)
+        height = (0.6 if not pr.thoracic else 0.3) * pr.body_height
+        # Lumbar: the table's spinous-process length is read as running from the canal's anterior
+        # border to the tip of the process as drawn here (its box starts inside the laminae), which
+        # brings the generated AP lengths to the VHP lumbar ones. Thoracic: no real thoracic shape
+        # to calibrate against here, so the full length is kept.
+        length = pr.sp_length
+        if not pr.thoracic:
+            length = max(pr.sp_length - pr.canal_depth, 0.45 * pr.sp_length)
+        centre = start + direction * length / 2
+        half_width = 2.6 if pr.thoracic else 3.2
+        return sdf.rounded_box(p, centre, (half_width, length / 2, height / 2), R, radius=2.2)
 
     def _transverse(self, p: np.ndarray, side: str) -> np.ndarray:
         pr = self.p
@@ -260,7 +268,7 @@ class VertebraSDF:
             # Costal facet of the transverse process: a dimple on the anterior side of the tip.
             facet = sdf.sphere(p, b + np.array([0.0, 4.5, 0.0]), 2.5)
             return sdf.smooth_subtraction(tp, facet, 0.8)
-        return sdf.elliptic_segment(p, a, b, 2.4, 4.5, round_mm=2.0)
+        return sdf.elliptic_segment(p, a, b, 3.0, 5.5, round_mm=2.0)
 
     def _articular(self, p: np.ndarray) -> np.ndarray:
         pr = self.p
@@ -270,11 +278,12 @@ class VertebraSDF:
         out = None
         for sx in (-1.0, 1.0):
             sup_a = np.array([sx * xf, yf, self.pedicle_z + pr.pedicle_height / 2 - 2.0])
-            sup = sdf.capsule(p, sup_a, sup_a + np.array([0.0, -3.0, 8.0 + 0.1 * H]), 3.6, 3.0)
+            r_ap = 3.6 if pr.thoracic else 4.8  # lumbar articular pillars are massive
+            sup = sdf.capsule(p, sup_a, sup_a + np.array([0.0, -3.0, 8.0 + 0.1 * H]), r_ap, r_ap - 0.6)
             inf_a = np.array(
                 [sx * (pr.canal_width / 2 - 1.0), self.canal_yc - pr.canal_depth / 2 - 1.0, self.lamina_z[1] + 2.5]
             )
-            inf = sdf.capsule(p, inf_a, inf_a + np.array([0.0, -2.0, -(8.0 + 0.1 * H)]), 3.6, 3.0)
+            inf = sdf.capsule(p, inf_a, inf_a + np.array([0.0, -2.0, -(8.0 + 0.1 * H)]), r_ap, r_ap - 0.6)
             both = np.minimum(sup, inf)
             out = both if out is None else np.minimum(out, both)
         return out
