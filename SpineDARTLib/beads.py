@@ -15,10 +15,7 @@ from .geometry import Projection, epipolar_distance, triangulate
 
 
 def _pixel_rays(projection: Projection) -> tuple[np.ndarray, np.ndarray]:
-    w, h = projection.image_size
-    uu, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-    src, d = projection.back_project(np.stack([uu.ravel(), vv.ravel()], axis=1))
-    return src, d
+    return projection.back_project(projection.pixel_centers())
 
 
 def sphere_line_integrals(

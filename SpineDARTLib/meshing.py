@@ -8,6 +8,19 @@ import numpy as np
 from .errors import UserError
 
 
+def grid_points(lo: np.ndarray, hi: np.ndarray, spacing: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """Points (N, 3) of a regular grid from ``lo`` covering ``hi``, row-major (i, j, k), its shape
+    and its IJK→RAS matrix (axis-aligned, isotropic ``spacing``)."""
+    lo = np.asarray(lo, float)
+    shape = tuple(int(n) for n in np.ceil((np.asarray(hi, float) - lo) / spacing).astype(int) + 1)
+    axes = [lo[i] + spacing * np.arange(shape[i]) for i in range(3)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = np.eye(3) * spacing
+    affine[:3, 3] = lo
+    return pts, shape, affine
+
+
 def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     """Volume enclosed by a closed mesh (mm³), positive when the triangles face outwards."""
     v = np.asarray(vertices, float)
@@ -29,7 +42,7 @@ def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray)
     import vtk
     from vtk.util import numpy_support
 
-    poly = _polydata(vertices, orient_outward(vertices, faces))
+    poly = polydata(vertices, orient_outward(vertices, faces))
     f = vtk.vtkImplicitPolyDataDistance()
     f.SetInput(poly)
     pts = numpy_support.numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True)
@@ -38,7 +51,8 @@ def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray)
     return numpy_support.vtk_to_numpy(out).copy()
 
 
-def _polydata(vertices: np.ndarray, faces: np.ndarray):
+def polydata(vertices: np.ndarray, faces: np.ndarray):
+    """A vtkPolyData of triangles (coordinates as given)."""
     import vtk
     from vtk.util import numpy_support
 
@@ -63,7 +77,7 @@ def _stencil(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, spacin
     from vtk.util import numpy_support
 
     stencil = vtk.vtkPolyDataToImageStencil()
-    stencil.SetInputData(_polydata(vertices, orient_outward(vertices, faces)))
+    stencil.SetInputData(polydata(vertices, orient_outward(vertices, faces)))
     stencil.SetOutputOrigin(*map(float, origin))
     stencil.SetOutputSpacing(spacing, spacing, spacing)
     stencil.SetOutputWholeExtent(0, shape[0] - 1, 0, shape[1] - 1, 0, shape[2] - 1)

@@ -198,24 +198,10 @@ def describe_view_pair(node_a: Any, node_b: Any) -> tuple[str, str]:
 
 def add_model_node(scene: Any, vertices_ras: np.ndarray, faces: np.ndarray, name: str) -> Any:
     """A model node from a triangle mesh given in RAS mm (Slicer stores it as LPS on disk)."""
-    import vtk
-    from vtk.util import numpy_support
+    from .meshing import polydata
 
-    v = np.ascontiguousarray(vertices_ras, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    pts = vtk.vtkPoints()
-    pts.SetData(numpy_support.numpy_to_vtk(v, deep=True))
-    cells = vtk.vtkCellArray()
-    offsets = np.arange(0, 3 * len(f) + 1, 3, dtype=np.int64)
-    cells.SetData(
-        numpy_support.numpy_to_vtkIdTypeArray(offsets, deep=True),
-        numpy_support.numpy_to_vtkIdTypeArray(np.ascontiguousarray(f.ravel()), deep=True),
-    )
-    poly = vtk.vtkPolyData()
-    poly.SetPoints(pts)
-    poly.SetPolys(cells)
     node = scene.AddNewNodeByClass("vtkMRMLModelNode", name)
-    node.SetAndObservePolyData(poly)
+    node.SetAndObservePolyData(polydata(vertices_ras, faces))
     node.CreateDefaultDisplayNodes()
     return node
 

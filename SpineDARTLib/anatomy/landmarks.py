@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..meshing import grid_points
 
 LANDMARKS = ("BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM")
 GRID_MM = 0.5
@@ -184,13 +185,11 @@ def _resample_local(mask: np.ndarray, affine: np.ndarray, origin: np.ndarray, R:
     vox = np.abs(A[:3, :3]).max()
     lo = local.min(0) - 2 * vox
     hi = local.max(0) + 2 * vox
-    shape = np.ceil((hi - lo) / spacing).astype(int) + 1
-    axes = [lo[i] + spacing * np.arange(shape[i]) for i in range(3)]
-    g = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    g, shape, _ = grid_points(lo, hi, spacing)
     world = g @ R + origin
     ijk = (world - A[:3, 3]) @ np.linalg.inv(A[:3, :3]).T
     vals = map_coordinates(mask.astype(np.float32), ijk.T, order=1, mode="constant", cval=0.0)
-    return vals.reshape(tuple(shape)) >= 0.5, lo
+    return vals.reshape(shape) >= 0.5, lo
 
 
 def _tip(points: np.ndarray, direction: np.ndarray, depth_mm: float = TIP_DEPTH_MM) -> np.ndarray:

@@ -8,9 +8,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
+from ..meshing import grid_points
 from .vertebra import PART_NAMES, VertebraParams, VertebraSDF, sample_params
 
 PMMA_HU = 2800.0
+MESH_SPACING_MM = (0.2, 3.0)
+VOLUME_SPACING_MM = (0.1, 2.0)
+
+
+def check_spacings(mesh_spacing_mm: float | None = None, volume_spacing_mm: float | None = None) -> None:
+    """One-line errors for grid spacings out of range (checked before any work is done)."""
+    for name, value, (lo, hi) in (
+        ("mesh spacing", mesh_spacing_mm, MESH_SPACING_MM),
+        ("volume spacing", volume_spacing_mm, VOLUME_SPACING_MM),
+    ):
+        if value is not None and not lo <= value <= hi:
+            raise UserError(f"{name} {value} mm is out of range", f"give {lo:g} to {hi:g} mm")
 
 
 @dataclass
@@ -24,16 +37,6 @@ class Phantom:
     @property
     def label_names(self) -> tuple[str, ...]:
         return PART_NAMES
-
-
-def _grid(lo: np.ndarray, hi: np.ndarray, spacing: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
-    shape = tuple(int(n) for n in np.ceil((hi - lo) / spacing).astype(int) + 1)
-    axes = [lo[i] + spacing * np.arange(shape[i]) for i in range(3)]
-    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    affine = np.eye(4)
-    affine[:3, :3] = np.eye(3) * spacing
-    affine[:3, 3] = lo
-    return pts, shape, affine
 
 
 def _evaluate(fn, pts: np.ndarray, chunk: int = 400_000) -> np.ndarray:
@@ -56,12 +59,11 @@ def generate(
 
     from ..meshing import orient_outward
 
-    if not 0.2 <= mesh_spacing_mm <= 3.0:
-        raise UserError(f"mesh spacing {mesh_spacing_mm} mm is out of range", "give 0.2 to 3 mm")
+    check_spacings(mesh_spacing_mm=mesh_spacing_mm)
     pr = params if params is not None else sample_params(level, seed, fracture, osteoporotic, cemented)
     model = VertebraSDF(pr)
     lo, hi = model.bounds()
-    pts, shape, affine = _grid(lo, hi, mesh_spacing_mm)
+    pts, shape, affine = grid_points(lo, hi, mesh_spacing_mm)
     d = _evaluate(model, pts).reshape(shape)
     # Keep the largest solid component: a generator must never emit floating fragments.
     comp = cc_label(d < 0, connectivity=1)
@@ -85,10 +87,9 @@ def density_volume(ph: Phantom, spacing_mm: float = 0.5, background_hu: float = 
     the cortex thickness of the surface, cancellous HU deeper), the canal empty, PMMA if cemented."""
     from scipy.ndimage import distance_transform_edt
 
-    if not 0.1 <= spacing_mm <= 2.0:
-        raise UserError(f"volume spacing {spacing_mm} mm is out of range", "give 0.1 to 2 mm")
+    check_spacings(volume_spacing_mm=spacing_mm)
     lo, hi = ph.model.bounds()
-    pts, shape, affine = _grid(lo, hi, spacing_mm)
+    pts, shape, affine = grid_points(lo, hi, spacing_mm)
     d = _evaluate(ph.model, pts).reshape(shape)
     occupancy = np.clip(0.5 - d / spacing_mm, 0.0, 1.0)
     depth = distance_transform_edt(d < 0, sampling=spacing_mm)

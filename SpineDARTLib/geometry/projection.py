@@ -192,6 +192,12 @@ class Projection:
         return origin, du, dv
 
     # --- mapping points ---------------------------------------------------------------------------
+    def pixel_centers(self) -> np.ndarray:
+        """(h·w, 2) pixel centres (u, v) in row-major order, so values reshape to ``image[v, u]``."""
+        w, h = self.image_size
+        uu, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+        return np.stack([uu.ravel(), vv.ravel()], axis=1)
+
     def project(self, X: np.ndarray, return_depth: bool = False):
         """Project world points (N, 3) to pixels (N, 2); optionally also the depths (N,) in mm."""
         X = _as_points(X, 3)

@@ -13,8 +13,6 @@ X-ray physics: the image is the **sum** of the footprints, order-independent (no
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .project import Projected
@@ -151,8 +149,3 @@ def rasterize_separable(
         gv = torch.exp(-0.5 * (ys[None, None, :] - mu[..., 1:]) ** 2 / var_v[..., None])  # (V, K, H)
         images.append(torch.bmm(gv.transpose(1, 2), amp[..., None] * gu))  # (V, H, W)
     return torch.stack(images, dim=1)
-
-
-def patch_mass_fraction(truncation: float) -> float:
-    """Fraction of an isotropic 2D Gaussian's mass inside a square of half-width truncation·σ."""
-    return math.erf(truncation / math.sqrt(2)) ** 2

@@ -18,8 +18,7 @@ from SpineDARTLib.drr import DiffDRR  # noqa: E402
 
 def _box_chords(p, lo, hi):
     w, h = p.image_size
-    uu, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-    s, d = p.back_project(np.stack([uu.ravel(), vv.ravel()], 1))
+    s, d = p.back_project(p.pixel_centers())
     with np.errstate(divide="ignore", invalid="ignore"):
         t1, t2 = (lo - s) / d, (hi - s) / d
     tmin = np.nanmax(np.minimum(t1, t2), 1)
@@ -146,8 +145,19 @@ def test_bench_render_cli_reports_the_contract_keys(run_cli):
         (["--level", "L4"], "--level"),
         (["--n-gaussians", "5"], "--n-gaussians"),
         (["--mode", "x"], "invalid choice"),
+        (["--mode", "voxels", "--mesh", "x.stl"], "--mesh only applies"),
     ],
 )
 def test_bench_render_bad_options(run_cli, args, match):
     rc, _, err = run_cli("bench-render", *args)
     assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_grid_points_cover_the_box_with_its_affine():
+    from SpineDARTLib.meshing import grid_points
+
+    pts, shape, A = grid_points(np.array([-1.0, 0.0, 2.0]), np.array([1.0, 1.2, 2.0]), 0.5)
+    assert shape == (5, 4, 1) and pts.shape == (20, 3)
+    ijk = np.argwhere(np.ones(shape))  # same row-major order
+    assert np.allclose(ijk @ A[:3, :3].T + A[:3, 3], pts)
+    assert pts[:, 1].max() >= 1.2

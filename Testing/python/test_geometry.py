@@ -205,3 +205,12 @@ def test_view_angle_checks():
     assert np.isclose(ang, 10) and "10.0 deg" in warn
     with pytest.raises(GeometryError, match="3.0 deg apart"):
         view_pair_check(carm(0), carm(3))
+
+
+def test_pixel_centers_are_row_major_image_order():
+    p = from_carm(0, 0, SID, SDD, (4, 3), pixel_spacing_mm=(1.0, 1.0))
+    uv = p.pixel_centers()
+    assert uv.shape == (12, 2)
+    img = np.arange(12).reshape(3, 4)  # image[v, u]
+    u, v = uv[7].astype(int)
+    assert img[v, u] == 7 and (u, v) == (3, 1)

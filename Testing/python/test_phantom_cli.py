@@ -66,6 +66,7 @@ def test_phantom_is_deterministic(tmp_path, run_cli):
         (["--level", "L1", "--seed", "-3"], "seed"),
         (["--level", "L1", "--seed", "1", "--fracture", "crush:5"], "unknown"),
         (["--level", "L1", "--seed", "1", "--mesh-spacing", "0"], "out of range"),
+        (["--level", "L1", "--seed", "1", "--volume-spacing", "9"], "volume spacing"),
     ],
 )
 def test_phantom_bad_input(tmp_path, run_cli, args, match):

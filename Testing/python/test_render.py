@@ -27,8 +27,7 @@ def view(a=10.0, b=5.0, size=SIZE, spacing=1.5, iso=(0.0, 0.0, 0.0)):
 def exact_line_integrals(proj, mean, cov, mass):
     """∫ m·N₃(s + t·d; μ, Σ) dt along every pixel ray, in closed form (no first-order approximation)."""
     w, h = proj.image_size
-    uu, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-    src, d = proj.back_project(np.stack([uu.ravel(), vv.ravel()], axis=1))
+    src, d = proj.back_project(proj.pixel_centers())
     L = np.linalg.inv(cov)
     r0 = src - mean
     dLd = np.einsum("ni,ij,nj->n", d, L, d)
