@@ -51,6 +51,9 @@ def _build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--fracture", help="TYPE:GRADE, e.g. wedge:2 (wedge|biconcave|crush, Genant 1-3)")
     ph.add_argument("--osteoporotic", action="store_true", help="cancellous bone at 50-120 HU")
     ph.add_argument("--cemented", action="store_true", help="a previously cemented level (PMMA)")
+    ph.add_argument(
+        "--warp", type=float, default=0.0, metavar="MM", help="out-of-family: smooth random warp of this amplitude (0-5 mm)"
+    )
     ph.add_argument("--mesh-spacing", type=float, default=0.75, help="marching-cubes grid, mm (default %(default)s)")
     ph.add_argument("--volume-spacing", type=float, default=0.5, help="density voxel size, mm (default %(default)s)")
     ph.add_argument("--out", type=Path, required=True, help="output folder")
@@ -137,12 +140,14 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
     # Everything the user gave is checked before anything is written (level, seed, fracture here).
     check_spacings(args.mesh_spacing, args.volume_spacing)
-    params = sample_params(args.level, args.seed, args.fracture, args.osteoporotic, args.cemented)
+    params = sample_params(args.level, args.seed, args.fracture, args.osteoporotic, args.cemented, args.warp)
 
     ph = generate(args.level, args.seed, args.mesh_spacing, params=params)
     doc = write_phantom(ph, args.out, args.volume_spacing)
     frac = params.fracture
     kind = "healthy" if doc["healthy"] else f"fractured ({frac.kind}, Genant {frac.grade})" if frac else "cemented"
+    if params.warp_mm > 0:
+        kind += f", out of family (warp {params.warp_mm:g} mm)"
     mesh = doc["mesh"]
     print(f"{args.level} seed {args.seed}: {kind}, {mesh['vertices']} vertices, {mesh['volume_mm3'] / 1000:.1f} cm3")
     print(f"wrote {args.out / 'vertebra.vtp'}, vertebra.stl, density.nii.gz, vertebra.json")

@@ -39,6 +39,7 @@ def write_phantom(ph: Phantom, out_dir: str | Path, volume_spacing_mm: float = 0
         "level": pr.level,
         "seed": pr.seed,
         "healthy": pr.fracture is None and not pr.cemented,
+        "out_of_family": pr.warp_mm > 0,
         "parameters": pr.to_dict(),
         "landmarks": ann["landmarks"],
         "trajectories": ann["trajectories"],

@@ -51,6 +51,7 @@ def generate(
     osteoporotic: bool = False,
     cemented: bool = False,
     params: VertebraParams | None = None,
+    warp_mm: float = 0.0,
 ) -> Phantom:
     """Generate one vertebra: surface by marching cubes of its signed-distance model, largest
     component only, triangles facing outwards, a part label per vertex."""
@@ -60,7 +61,7 @@ def generate(
     from ..meshing import orient_outward
 
     check_spacings(mesh_spacing_mm=mesh_spacing_mm)
-    pr = params if params is not None else sample_params(level, seed, fracture, osteoporotic, cemented)
+    pr = params if params is not None else sample_params(level, seed, fracture, osteoporotic, cemented, warp_mm)
     model = VertebraSDF(pr)
     lo, hi = model.bounds()
     pts, shape, affine = grid_points(lo, hi, mesh_spacing_mm)
@@ -77,7 +78,7 @@ def generate(
     parts = model.parts(verts)
     names = PART_NAMES[:-1]
     labels = np.argmin(np.stack([parts[n] for n in names], axis=1), axis=1)
-    canal = model._canal(verts)
+    canal = model.canal(verts)
     labels[np.abs(canal) < 0.5 * mesh_spacing_mm + 0.3] = PART_NAMES.index("canal_wall")
     return Phantom(pr, verts, np.ascontiguousarray(faces), labels.astype(np.int16), model)
 

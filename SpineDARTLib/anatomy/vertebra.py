@@ -37,6 +37,7 @@ GENANT_HEIGHT_LOSS = {1: (0.20, 0.25), 2: (0.25, 0.40), 3: (0.40, 0.55)}
 SIZE_CV = 0.08  # shared size factor (all lengths scale together)
 LENGTH_CV = 0.05  # each length on top of it
 ANGLE_SD_DEG = 3.5
+WARP_MAX_MM = 5.0  # out-of-family warps: largest amplitude that stays a diffeomorphism (see Warp)
 _UNION_K = 2.0  # fillet size of the smooth unions (mm)
 
 
@@ -88,6 +89,7 @@ class VertebraParams:
     fracture: Fracture | None = None
     osteoporotic: bool = False
     cemented: bool = False
+    warp_mm: float = 0.0  # out-of-family: amplitude of a smooth random non-linear warp (0 = none)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,11 +108,15 @@ def sample_params(
     fracture: str | None = None,
     osteoporotic: bool = False,
     cemented: bool = False,
+    warp_mm: float = 0.0,
 ) -> VertebraParams:
-    """Draw a vertebra of ``level`` (deterministic for a seed)."""
+    """Draw a vertebra of ``level`` (deterministic for a seed). ``warp_mm`` > 0 adds a smooth random
+    non-linear warp of that amplitude (an out-of-family shape for stress tests)."""
     level = check_level(level)
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise UserError(f"seed {seed!r} is not a non-negative integer", "give e.g. --seed 7")
+    if not (np.isfinite(warp_mm) and 0.0 <= warp_mm <= WARP_MAX_MM):
+        raise UserError(f"warp amplitude {warp_mm} mm is out of range", f"give 0 to {WARP_MAX_MM:g} mm")
     rng = np.random.default_rng([int(seed), 17 + list(MORPHOMETRY).index(level)])
     m = MORPHOMETRY[level]
     size = float(np.clip(rng.normal(1.0, SIZE_CV), 0.75, 1.3))
@@ -148,7 +154,37 @@ def sample_params(
         fracture=frac,
         osteoporotic=bool(osteoporotic),
         cemented=bool(cemented),
+        warp_mm=float(warp_mm),
     )
+
+
+class Warp:
+    """A smooth random displacement field u(p) = Σ a_k sin(ω_k·p + φ_k), k = 1..4, with
+    wavelengths 40–80 mm (a vertebra-sized bend, not a ripple). The shape is drawn through
+    sdf(p − u(p)): while ‖∂u/∂p‖ < 1 the map p ↦ p − u(p) is a diffeomorphism, so the warped
+    solid keeps its topology (genus 1). ‖∂u/∂p‖ ≤ Σ |a_k|·|ω_k| ≤ WARP_MAX_MM·2π/40 ≈ 0.79 for
+    any seed (the amplitudes split the total over the N terms)."""
+
+    N = 4
+    WAVELENGTH_MM = (40.0, 80.0)
+
+    def __init__(self, amplitude_mm: float, seed: int) -> None:
+        rng = np.random.default_rng([int(seed), 4242])
+        dirs = rng.normal(size=(self.N, 3))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        self.omega = dirs * (2 * np.pi / rng.uniform(*self.WAVELENGTH_MM, size=(self.N, 1)))
+        self.phase = rng.uniform(0, 2 * np.pi, size=self.N)
+        a = rng.normal(size=(self.N, 3))
+        # Each component's amplitude vector, scaled so the summed displacement has ``amplitude_mm``
+        # at most (triangle inequality over the N terms).
+        self.amp = a / np.linalg.norm(a, axis=1, keepdims=True) * (amplitude_mm / self.N)
+
+    def max_gradient(self) -> float:
+        """Upper bound of the spectral norm of ∂u/∂p over all of space."""
+        return float(sum(np.linalg.norm(a) * np.linalg.norm(w) for a, w in zip(self.amp, self.omega, strict=True)))
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        return np.sin(p @ self.omega.T + self.phase) @ self.amp
 
 
 class VertebraSDF:
@@ -157,6 +193,7 @@ class VertebraSDF:
     def __init__(self, params: VertebraParams) -> None:
         self.p = params
         pr = params
+        self.warp = Warp(pr.warp_mm, pr.seed) if pr.warp_mm > 0 else None
         D, H = pr.body_depth, pr.body_height
         cw, cd = pr.canal_width, pr.canal_depth
         # Body: an ellipse in plan whose posterior side is cut flat at y = −D/2 (the posterior wall).
@@ -291,8 +328,19 @@ class VertebraSDF:
     def _canal(self, p: np.ndarray) -> np.ndarray:
         return sdf.elliptic_cylinder_z(p, (0.0, self.canal_yc), self.p.canal_width / 2, self.p.canal_depth / 2)
 
+    def _unwarp(self, p: np.ndarray) -> np.ndarray:
+        """Where a world point falls in the unwarped model (identity without a warp)."""
+        return p if self.warp is None else p - self.warp(p)
+
     def parts(self, p: np.ndarray) -> dict[str, np.ndarray]:
         """Each part's signed distance at the points (before the canal is cut)."""
+        return self._parts(self._unwarp(p))
+
+    def canal(self, p: np.ndarray) -> np.ndarray:
+        """Signed distance to the canal (the cylinder cut out of the vertebra)."""
+        return self._canal(self._unwarp(p))
+
+    def _parts(self, p: np.ndarray) -> dict[str, np.ndarray]:
         return {
             "body": self._body(p),
             "pedicle_left": self._pedicle(p, "left"),
@@ -305,17 +353,18 @@ class VertebraSDF:
         }
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
-        parts = self.parts(p)
+        q = self._unwarp(p)
+        parts = self._parts(q)
         d = parts["body"]
         for name in PART_NAMES[1:-1]:
             d = sdf.smooth_union(d, parts[name], _UNION_K)
-        return sdf.smooth_subtraction(d, self._canal(p), 0.8)
+        return sdf.smooth_subtraction(d, self._canal(q), 0.8)
 
     def cement(self, p: np.ndarray) -> np.ndarray:
         """A PMMA deposit in the anterior two thirds of the body (a previously cemented level)."""
         pr = self.p
         return sdf.ellipsoid(
-            p, (0.0, 0.1 * pr.body_depth, 0.0), (0.3 * pr.body_width, 0.28 * pr.body_depth, 0.3 * pr.body_height)
+            self._unwarp(p), (0.0, 0.1 * pr.body_depth, 0.0), (0.3 * pr.body_width, 0.28 * pr.body_depth, 0.3 * pr.body_height)
         )
 
     def bounds(self, margin: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +372,7 @@ class VertebraSDF:
         y_back = self.canal_yc - pr.canal_depth / 2 - pr.lamina_thickness - pr.sp_length - 6.0
         z_extent = pr.body_height / 2 + 14.0 + 0.1 * pr.body_height
         drop = pr.sp_length * np.sin(np.radians(pr.sp_inclination_deg)) + 0.3 * pr.body_height
+        margin += pr.warp_mm  # a warp moves the surface by at most its amplitude
         lo = np.array([-pr.tp_span / 2 - margin, y_back - margin, -max(z_extent, drop + 5.0) - margin])
         hi = np.array([pr.tp_span / 2 + margin, pr.body_depth / 2 + margin, z_extent + margin])
         return lo, hi

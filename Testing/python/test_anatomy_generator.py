@@ -113,6 +113,33 @@ def test_density_volume_shell_core_canal_and_cement():
     assert hu_c.max() > 2000
 
 
+def test_out_of_family_warp_keeps_topology_and_moves_the_surface():
+    from SpineDARTLib.anatomy.vertebra import WARP_MAX_MM, VertebraSDF
+
+    plain = generate("L2", seed=5, mesh_spacing_mm=1.25)
+    warped = generate("L2", seed=5, mesh_spacing_mm=1.25, warp_mm=WARP_MAX_MM)
+    again = generate("L2", seed=5, mesh_spacing_mm=1.25, warp_mm=WARP_MAX_MM)
+    assert np.array_equal(warped.vertices, again.vertices)  # deterministic
+    tm = _mesh(warped)
+    assert tm.is_watertight and tm.euler_number == 0 and len(tm.split(only_watertight=False)) == 1
+    assert set(np.unique(warped.labels)) == set(range(len(PART_NAMES)))
+    # The warp is a diffeomorphism by construction (gradient bound < 1), and it really moves the
+    # surface: the warped mesh's points lie millimetres off the unwarped surface.
+    model = VertebraSDF(warped.params)
+    assert model.warp.max_gradient() < 1.0
+    off = np.abs(plain.model(warped.vertices))
+    assert 0.5 < np.median(off) <= WARP_MAX_MM and off.max() > 2.0
+    # The displacement never exceeds the amplitude.
+    p = np.random.default_rng(0).uniform(-80, 80, size=(5000, 3))
+    assert np.linalg.norm(model.warp(p), axis=1).max() <= WARP_MAX_MM + 1e-9
+    # Ground truth by rule still lands in the (warped) pedicles.
+    from SpineDARTLib.anatomy.landmarks import annotate_mesh
+
+    an = annotate_mesh(warped.vertices, warped.faces)
+    assert warped.model.parts(an.landmarks["PCL"][None])["pedicle_left"][0] < 0
+    assert warped.model.parts(an.landmarks["PCR"][None])["pedicle_right"][0] < 0
+
+
 def test_levels_regions_gauges_and_bad_input():
     assert region_of("T6") == "T5-T8" and region_of("L5") == "L1-L5"
     assert (default_gauge("T2"), default_gauge("T9"), default_gauge("L3")) == (15, 13, 11)
@@ -124,3 +151,5 @@ def test_levels_regions_gauges_and_bad_input():
         sample_params("L1", 1, fracture="spiral:2")
     with pytest.raises(UserError, match="seed"):
         sample_params("L1", -4)
+    with pytest.raises(UserError, match="warp amplitude"):
+        sample_params("L1", 1, warp_mm=-1.0)

@@ -67,6 +67,8 @@ def test_phantom_is_deterministic(tmp_path, run_cli):
         (["--level", "L1", "--seed", "1", "--fracture", "crush:5"], "unknown"),
         (["--level", "L1", "--seed", "1", "--mesh-spacing", "0"], "out of range"),
         (["--level", "L1", "--seed", "1", "--volume-spacing", "9"], "volume spacing"),
+        (["--level", "L1", "--seed", "1", "--warp", "12"], "warp amplitude"),
+        (["--level", "L1", "--seed", "1", "--warp", "nan"], "warp amplitude"),
     ],
 )
 def test_phantom_bad_input(tmp_path, run_cli, args, match):
