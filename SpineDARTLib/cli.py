@@ -52,7 +52,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--osteoporotic", action="store_true", help="cancellous bone at 50-120 HU")
     ph.add_argument("--cemented", action="store_true", help="a previously cemented level (PMMA)")
     ph.add_argument(
-        "--warp", type=float, default=0.0, metavar="MM", help="out-of-family: smooth random warp of this amplitude (0-5 mm)"
+        "--warp",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="out-of-family: smooth random warp of this amplitude (0-5 mm)",
     )
     ph.add_argument("--mesh-spacing", type=float, default=0.75, help="marching-cubes grid, mm (default %(default)s)")
     ph.add_argument("--volume-spacing", type=float, default=0.5, help="density voxel size, mm (default %(default)s)")

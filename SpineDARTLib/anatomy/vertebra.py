@@ -118,26 +118,53 @@ def sample_params(
     if not (np.isfinite(warp_mm) and 0.0 <= warp_mm <= WARP_MAX_MM):
         raise UserError(f"warp amplitude {warp_mm} mm is out of range", f"give 0 to {WARP_MAX_MM:g} mm")
     rng = np.random.default_rng([int(seed), 17 + list(MORPHOMETRY).index(level)])
+    return _draw(level, int(seed), rng, fracture, osteoporotic, cemented, warp_mm)
+
+
+def mean_params(level: str) -> VertebraParams:
+    """The population's mean vertebra of ``level``: every length at its table mean, every angle at
+    its mean, HU at the middle of their ranges (seed 0, healthy, no warp)."""
+    return _draw(check_level(level), 0, None)
+
+
+def _draw(
+    level: str,
+    seed: int,
+    rng: np.random.Generator | None,
+    fracture: str | None = None,
+    osteoporotic: bool = False,
+    cemented: bool = False,
+    warp_mm: float = 0.0,
+) -> VertebraParams:
+    """Parameters from the morphometry table with the population's variation drawn from ``rng``
+    (``rng`` None: the mean, no variation)."""
+
+    def normal(mean: float, sd: float, lo: float, hi: float) -> float:
+        return mean if rng is None else float(np.clip(rng.normal(mean, sd), lo, hi))
+
+    def uniform(lo: float, hi: float) -> float:
+        return 0.5 * (lo + hi) if rng is None else float(rng.uniform(lo, hi))
+
     m = MORPHOMETRY[level]
-    size = float(np.clip(rng.normal(1.0, SIZE_CV), 0.75, 1.3))
+    size = normal(1.0, SIZE_CV, 0.75, 1.3)
 
     def length(mean: float) -> float:
-        return float(mean * size * np.clip(rng.normal(1.0, LENGTH_CV), 0.8, 1.2))
+        return float(mean * size * normal(1.0, LENGTH_CV, 0.8, 1.2))
 
     def angle(mean: float, sd: float = ANGLE_SD_DEG) -> float:
-        return float(mean + np.clip(rng.normal(0.0, sd), -2.5 * sd, 2.5 * sd))
+        return float(mean + normal(0.0, sd, -2.5 * sd, 2.5 * sd))
 
     thoracic = is_thoracic(level)
     frac = None if fracture is None else Fracture.parse(fracture, rng)
     return VertebraParams(
         level=level,
-        seed=int(seed),
+        seed=seed,
         size_factor=size,
         body_width=length(m.body_width),
         body_depth=length(m.body_depth),
         body_height=length(m.body_height_posterior),
         wedge_deg=angle(3.0 if thoracic else 1.0, 1.5),
-        endplate_concavity=float(np.clip(rng.normal(1.5, 0.3), 0.8, 2.5)),
+        endplate_concavity=normal(1.5, 0.3, 0.8, 2.5),
         pedicle_width=length(m.pedicle_width),
         pedicle_height=length(m.pedicle_height),
         pedicle_transverse_deg=angle(m.pedicle_transverse_deg),
@@ -148,9 +175,9 @@ def sample_params(
         sp_length=length(m.sp_length),
         sp_inclination_deg=angle(sp_inclination_deg(level), 4.0),
         lamina_thickness=length(5.5 if thoracic else 8.0),
-        cortex_mm=float(np.clip(rng.normal(1.0, 0.15), 0.6, 1.5)),
-        cortical_hu=float(rng.uniform(1000, 1500)),
-        cancellous_hu=float(rng.uniform(50, 120) if osteoporotic else rng.uniform(200, 300)),
+        cortex_mm=normal(1.0, 0.15, 0.6, 1.5),
+        cortical_hu=uniform(1000, 1500),
+        cancellous_hu=uniform(50, 120) if osteoporotic else uniform(200, 300),
         fracture=frac,
         osteoporotic=bool(osteoporotic),
         cemented=bool(cemented),
@@ -364,7 +391,9 @@ class VertebraSDF:
         """A PMMA deposit in the anterior two thirds of the body (a previously cemented level)."""
         pr = self.p
         return sdf.ellipsoid(
-            self._unwarp(p), (0.0, 0.1 * pr.body_depth, 0.0), (0.3 * pr.body_width, 0.28 * pr.body_depth, 0.3 * pr.body_height)
+            self._unwarp(p),
+            (0.0, 0.1 * pr.body_depth, 0.0),
+            (0.3 * pr.body_width, 0.28 * pr.body_depth, 0.3 * pr.body_height),
         )
 
     def bounds(self, margin: float = 4.0) -> tuple[np.ndarray, np.ndarray]:

@@ -140,6 +140,20 @@ def test_out_of_family_warp_keeps_topology_and_moves_the_surface():
     assert warped.model.parts(an.landmarks["PCR"][None])["pedicle_right"][0] < 0
 
 
+def test_mean_params_sit_at_the_table_means_and_inside_the_population():
+    from SpineDARTLib.anatomy.levels import MORPHOMETRY
+    from SpineDARTLib.anatomy.vertebra import mean_params
+
+    m, t = mean_params("L4"), MORPHOMETRY["L4"]
+    assert m.size_factor == 1.0 and (m.body_width, m.pedicle_width, m.tp_span) == (
+        t.body_width,
+        t.pedicle_width,
+        t.tp_span,
+    )
+    drawn = np.array([sample_params("L4", s).body_width for s in range(40)])
+    assert abs(drawn.mean() - m.body_width) < 2 * drawn.std() / np.sqrt(40) + 0.5
+
+
 def test_levels_regions_gauges_and_bad_input():
     assert region_of("T6") == "T5-T8" and region_of("L5") == "L1-L5"
     assert (default_gauge("T2"), default_gauge("T9"), default_gauge("L3")) == (15, 13, 11)

@@ -17,6 +17,7 @@ RANK = {
     "resources": 1,
     "geometry": 2,
     "meshing": 2,
+    "surface": 2,
     "mesh_io": 2,
     "xray": 3,
     "realct": 3,
