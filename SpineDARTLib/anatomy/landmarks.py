@@ -15,9 +15,12 @@ for generated and real vertebrae (``../shared/research/anatomy.md`` §1–§2).
    the mid-sagittal line at BC's height.
 4. Pedicle (per side) = bone lateral to the canal between the posterior body wall and the middle of
    the canal's depth (behind it the laminae begin); sections perpendicular to y; the isthmus is the
-   section of minimum area, its centroid PCL/PCR, its transverse extent the outer width (inner =
-   outer − 2 × cortex). Sections are perpendicular to y, not to the pedicle's own axis: for strongly
-   converging pedicles (L5, ~30°) the width is measured obliquely.
+   section of minimum area, its centroid PCL/PCR. Its transverse and vertical extents, corrected by
+   the obliquity of the trajectory (a y-section crossed at θ is 1/cos θ too wide), are the outer
+   width and height across the path (inner = outer − 2 × cortex). The pedicle's own axis is not
+   used: the centroid path of the sections bends where the pedicle joins the body and the arch, and
+   its slope made the widths unstable (tried: −45 % at L3). Bone joined to the pedicle in the same
+   section (the root of an L5 transverse process) still widens it.
 5. SPT = most posterior bone within 8 mm of the midline; TPL/TPR = most lateral bone behind the body
    (each tip, like VAP/PWM, is the centroid of the last 2 mm, so that it does not jump with the grid).
 6. Trajectory (per side): the axis through the isthmus centre aimed at the anterior third of its own
@@ -300,19 +303,23 @@ def annotate_mask(mask: np.ndarray, affine: np.ndarray, cortex_mm: float = CORTE
             comp = lab2[tuple(pix[dist.argmin()])]
             cpix = np.argwhere(lab2 == comp)
             area = len(cpix) * h * h
+            cx = cpix[:, 0] * h + lo[0]
+            cz = cpix[:, 1] * h + lo[2]
             if best is None or area < best[0]:
-                cx = cpix[:, 0] * h + lo[0]
-                cz = cpix[:, 1] * h + lo[2]
                 best = (area, np.array([cx.mean(), lo[1] + j * h, cz.mean()]), np.ptp(cx) + h, np.ptp(cz) + h)
         if best is None:
             raise UserError(f"no {side} pedicle found beside the canal", "check the mask is a whole vertebra")
         _, pc, outer, height = best
         lm[name] = pc
-        widths[side] = {"outer": float(outer), "inner": float(max(outer - 2 * cortex_mm, 0.0)), "height": float(height)}
         # Trajectory: through the isthmus centre towards the anterior third of its own hemi-body.
         aim = np.array([sx * 0.25 * np.ptp(body[:, 0]), vap[1] - np.ptp(body[:, 1]) / 6, pc[2] + 0.5 * (0.0 - pc[2])])
         d = aim - pc
         d /= np.linalg.norm(d)
+        # Widths across the path: the y-section of a pedicle crossed obliquely by the trajectory
+        # is 1/cos too wide (tall); what a cannula must pass is the section perpendicular to it.
+        outer *= abs(d[1]) / np.hypot(d[0], d[1])
+        height *= abs(d[1]) / np.hypot(d[1], d[2])
+        widths[side] = {"outer": float(outer), "inner": float(max(outer - 2 * cortex_mm, 0.0)), "height": float(height)}
 
         def inside(p: np.ndarray) -> bool:
             ijk = np.round((p - lo) / h).astype(int)

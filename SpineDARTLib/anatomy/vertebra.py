@@ -326,7 +326,9 @@ class VertebraSDF:
         reach = pr.tp_span / 2 - x0
         back = np.tan(np.radians(35.0)) * reach if pr.thoracic else 3.0
         a = np.array([sx * x0, y0, z0])
-        b = np.array([sx * pr.tp_span / 2 - sx * 3.5, y0 - back, z0 + 1.0])
+        # Thoracic: the capsule's 4 mm end cap carries the tip to the span; lumbar: the bar's flat
+        # rounded end sits at the span (it used to stop 3.5 mm short a side: TP spans 7 mm short).
+        b = np.array([sx * (pr.tp_span / 2 - (3.5 if pr.thoracic else 0.5)), y0 - back, z0 + 1.0])
         if pr.thoracic:
             tp = sdf.capsule(p, a, b, 4.5, 4.0)
             # Costal facet of the transverse process: a dimple on the anterior side of the tip.

@@ -120,3 +120,19 @@ def test_rules_hold_on_severely_fractured_vertebrae(level, fracture):
     assert ph.model._pedicle(lm["PCL"][None], "left")[0] < 1.0
     assert ph.model._pedicle(lm["PCR"][None], "right")[0] < 1.0
     assert ph.model._body(lm["BC"][None])[0] < 0
+
+
+@pytest.mark.parametrize("level", ["T6", "L3", "L5"])
+def test_pedicle_width_rule_reads_the_generated_pedicle(level):
+    # Mean vertebrae: the rule's outer width across the path is within 2 mm of the pedicle the
+    # generator drew (L5 converges by 30 degrees: an uncorrected y-section would read ~+15 %).
+    from SpineDARTLib.anatomy.vertebra import mean_params
+
+    pr = mean_params(level)
+    ph = generate(level, 0, 0.75, params=pr)
+    an = annotate_mesh(ph.vertices, ph.faces)
+    for side in ("left", "right"):
+        w = an.pedicle_width_mm[side]
+        assert abs(w["outer"] - pr.pedicle_width) <= 2.0, (side, w)
+        assert abs(w["height"] - pr.pedicle_height) <= 1.5, (side, w)
+        assert w["inner"] == pytest.approx(max(w["outer"] - 2.0, 0.0))
