@@ -109,16 +109,20 @@ def sample_params(
     osteoporotic: bool = False,
     cemented: bool = False,
     warp_mm: float = 0.0,
+    size_factor: float | None = None,
 ) -> VertebraParams:
     """Draw a vertebra of ``level`` (deterministic for a seed). ``warp_mm`` > 0 adds a smooth random
-    non-linear warp of that amplitude (an out-of-family shape for stress tests)."""
+    non-linear warp of that amplitude (an out-of-family shape for stress tests). ``size_factor``
+    replaces the drawn one (a spine's vertebrae share one, as neighbours correlate in size)."""
     level = check_level(level)
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise UserError(f"seed {seed!r} is not a non-negative integer", "give e.g. --seed 7")
     if not (np.isfinite(warp_mm) and 0.0 <= warp_mm <= WARP_MAX_MM):
         raise UserError(f"warp amplitude {warp_mm} mm is out of range", f"give 0 to {WARP_MAX_MM:g} mm")
     rng = np.random.default_rng([int(seed), 17 + list(MORPHOMETRY).index(level)])
-    return _draw(level, int(seed), rng, fracture, osteoporotic, cemented, warp_mm)
+    if size_factor is not None and not (np.isfinite(size_factor) and 0.5 <= size_factor <= 1.5):
+        raise UserError(f"size factor {size_factor} is out of range", "give 0.5 to 1.5")
+    return _draw(level, int(seed), rng, fracture, osteoporotic, cemented, warp_mm, size_factor)
 
 
 def mean_params(level: str) -> VertebraParams:
@@ -135,6 +139,7 @@ def _draw(
     osteoporotic: bool = False,
     cemented: bool = False,
     warp_mm: float = 0.0,
+    size_factor: float | None = None,
 ) -> VertebraParams:
     """Parameters from the morphometry table with the population's variation drawn from ``rng``
     (``rng`` None: the mean, no variation)."""
@@ -146,7 +151,9 @@ def _draw(
         return 0.5 * (lo + hi) if rng is None else float(rng.uniform(lo, hi))
 
     m = MORPHOMETRY[level]
-    size = normal(1.0, SIZE_CV, 0.75, 1.3)
+    size = normal(1.0, SIZE_CV, 0.75, 1.3)  # drawn even when replaced: the stream stays the same
+    if size_factor is not None:
+        size = float(size_factor)
 
     def length(mean: float) -> float:
         return float(mean * size * normal(1.0, LENGTH_CV, 0.8, 1.2))

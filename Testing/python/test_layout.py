@@ -14,6 +14,7 @@ RANK = {
     "atomic": 1,
     "provenance": 1,
     "schemas": 1,
+    "labelmaps": 1,
     "resources": 1,
     "geometry": 2,
     "meshing": 2,
