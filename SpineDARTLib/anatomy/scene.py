@@ -11,7 +11,7 @@ lumbar ones, scaled per scene) plus small random coronal and axial rotations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -157,8 +157,6 @@ def build_scene(
     cemented = None
     if osteoporotic and len(levels) > 1 and rng.random() < 0.15:
         cemented = str(rng.choice([lv for lv in levels if lv != target]))
-        from dataclasses import replace
-
         params[cemented] = replace(params[cemented], cemented=True)
 
     vertebrae = []

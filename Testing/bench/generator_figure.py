@@ -128,7 +128,7 @@ def main() -> None:
     fig.tight_layout()
     out = a.out or FIGURES / f"generator_{a.which}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=60)
+    fig.savefig(out, dpi=75)
     print(out)
 
 
