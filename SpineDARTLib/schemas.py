@@ -2,7 +2,9 @@
 
 Each format has an id ``spinedart.<name>/<version>`` stored in the file's ``"schema"`` key. Present:
 ``xray-geometry/1`` (the X-ray sidecar), ``bead-phantom/1`` (a bead phantom's ground truth),
-``vertebra/1`` (a generated vertebra: parameters, landmarks, trajectories, files).
+``vertebra/1`` (a generated vertebra: parameters, landmarks, trajectories, files), ``case/1`` (a
+CT-like case: volume, vertebra labels, per-vertebra ground truth, views), ``view-labels/1`` (one
+view's 2-D labels), ``manifest/1`` (a set of cases).
 The landmark, case, plan-report and worker-message formats are added here as they are built.
 """
 
@@ -24,6 +26,9 @@ _VEC3 = {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}
 XRAY_GEOMETRY_V1 = "spinedart.xray-geometry/1"
 BEAD_PHANTOM_V1 = "spinedart.bead-phantom/1"
 VERTEBRA_V1 = "spinedart.vertebra/1"
+CASE_V1 = "spinedart.case/1"
+VIEW_LABELS_V1 = "spinedart.view-labels/1"
+MANIFEST_V1 = "spinedart.manifest/1"
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     XRAY_GEOMETRY_V1: {
@@ -134,6 +139,80 @@ _SCHEMAS[VERTEBRA_V1] = {
 }
 
 # What to tell the user for the most common mistakes, by JSON path head.
+_LANDMARKS = {
+    "type": "object",
+    "required": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"],
+    "additionalProperties": _VEC3,
+}
+_TRAJECTORIES = {
+    "type": "object",
+    "required": ["left", "right"],
+    "additionalProperties": {"type": "object", "required": ["entry", "target"], "additionalProperties": _VEC3},
+}
+_FILE = {"type": "object", "required": ["path", "sha256"], "properties": {"path": {"type": "string"}}}
+_SCHEMAS[CASE_V1] = {
+    "type": "object",
+    "required": ["schema", "case_id", "kind", "target_levels", "vertebrae", "files", "label_ids", "views"],
+    "properties": {
+        "schema": {"const": CASE_V1},
+        "case_id": {"type": "string"},
+        "kind": {"enum": ["synthetic", "real"]},
+        "seed": {"type": ["integer", "null"]},
+        "target_levels": {"type": "array", "items": {"type": "string"}},
+        "label_ids": {"const": "totalsegmentator-v2"},
+        "files": {"type": "object", "required": ["ct", "labels"], "additionalProperties": _FILE},
+        "vertebrae": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["level", "label_id", "target", "truncated", "fractured", "landmarks", "trajectories"],
+                "properties": {
+                    "level": {"type": "string"},
+                    "label_id": {"type": "integer"},
+                    "target": {"type": "boolean"},
+                    "truncated": {"type": "boolean"},
+                    "fractured": {"type": "boolean"},
+                    "landmarks": _LANDMARKS,
+                    "trajectories": _TRAJECTORIES,
+                    "mesh": {"anyOf": [_FILE, {"type": "null"}]},
+                },
+            },
+        },
+        "views": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name", "pair", "image", "labels", "masks"]},
+        },
+        "provenance": {"type": "object"},
+    },
+}
+_SCHEMAS[VIEW_LABELS_V1] = {
+    "type": "object",
+    "required": ["schema", "image_size", "instances"],
+    "properties": {
+        "schema": {"const": VIEW_LABELS_V1},
+        "image_size": _VEC2,
+        "instances": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["level", "label_id", "mask_index", "landmarks", "trajectories"],
+                "properties": {"mask_index": {"type": "integer", "minimum": 0}},
+            },
+        },
+    },
+}
+_SCHEMAS[MANIFEST_V1] = {
+    "type": "object",
+    "required": ["schema", "cases"],
+    "properties": {
+        "schema": {"const": MANIFEST_V1},
+        "cases": {
+            "type": "array",
+            "items": {"type": "object", "required": ["case_id", "path", "target_levels"]},
+        },
+    },
+}
+
 _FIXES = {
     "schema": f'set "schema": "{XRAY_GEOMETRY_V1}"',
     "P": "give P as 3 rows of 4 numbers mapping RAS mm to pixels",

@@ -223,8 +223,12 @@ def _body_and_endplates(grid: np.ndarray, lo: np.ndarray, h: float):
     return ci, body, bc, np.array([*xy, top.mean()]), np.array([*xy, bot.mean()])
 
 
-def annotate_mask(mask: np.ndarray, affine: np.ndarray, cortex_mm: float = CORTEX_MM) -> Annotation:
-    """Landmarks, pedicle widths and trajectories of one vertebra's binary mask (RAS affine)."""
+def annotate_mask(
+    mask: np.ndarray, affine: np.ndarray, cortex_mm: float = CORTEX_MM, grid_mm: float = GRID_MM
+) -> Annotation:
+    """Landmarks, pedicle widths and trajectories of one vertebra's binary mask (RAS affine),
+    measured on a ``grid_mm`` grid of the anatomical frame (0.5 mm; 1 mm is ~4× faster and is
+    what scenes use for the neighbours of the target)."""
     from scipy.ndimage import label
 
     m = np.asarray(mask).astype(bool)
@@ -243,7 +247,7 @@ def annotate_mask(mask: np.ndarray, affine: np.ndarray, cortex_mm: float = CORTE
     y_new /= np.linalg.norm(y_new)
     origin = origin + bc @ R
     R = np.stack([np.cross(y_new, z_new), y_new, z_new])
-    h = GRID_MM
+    h = float(grid_mm)
     grid, lo = _resample_local(m, affine, origin, R, h)
     grid = _largest_component(grid)
     ci, body, bc, sec, iec = _body_and_endplates(grid, lo, h)
@@ -345,4 +349,4 @@ def annotate_mesh(vertices: np.ndarray, faces: np.ndarray, voxel_mm: float = GRI
     from ..meshing import voxelize_mesh
 
     occ, A = voxelize_mesh(vertices, faces, spacing_mm=voxel_mm, supersample=1)
-    return annotate_mask(occ >= 0.5, A)
+    return annotate_mask(occ >= 0.5, A, grid_mm=max(GRID_MM, voxel_mm))

@@ -26,6 +26,7 @@ RANK = {
     "beads": 4,
     "render": 4,
     "drr": 5,
+    "synth": 6,
     "mrml": 8,
     "demo": 9,
     "bench": 9,

@@ -1,0 +1,186 @@
+"""The data engine: spine scenes and real CTs as cases with simulated views and 2-D labels
+(``spinedart synth``)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..anatomy.levels import LEVELS, check_level
+from ..atomic import atomic_write_json
+from ..errors import UserError
+from ..provenance import provenance, sha256_file
+from ..schemas import CASE_V1, MANIFEST_V1, load_json
+from .case import HU_RANGE, vertebra_record, write_case_json, write_nifti, write_views
+from .views import DETECTOR_PX, protocol_views
+
+VIEW_KINDS = ("ort", "random", "both")
+
+
+def parse_levels(text: str) -> list[str]:
+    """``T9-L2`` → T9, T10, T11, T12, L1, L2; ``L3`` → L3; ``T8,L1`` → both."""
+    out: list[str] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = (check_level(x.strip()) for x in part.split("-", 1))
+            i, j = LEVELS.index(a), LEVELS.index(b)
+            if i > j:
+                raise UserError(f"level range {part!r} runs backwards", f"write it cranial first, e.g. {b}-{a}")
+            out.extend(LEVELS[i : j + 1])
+        else:
+            out.append(check_level(part))
+    return list(dict.fromkeys(out))
+
+
+def synthetic_case(
+    case_dir: Path,
+    case_id: str,
+    target: str,
+    seed: int,
+    fractured: bool,
+    views: str = "ort",
+    detector_px: int = DETECTOR_PX,
+    spacing_mm: float = 1.0,
+) -> dict[str, Any]:
+    """Build one scene around ``target`` and write it as a case with its views."""
+    from ..anatomy.scene import build_scene
+    from ..mesh_io import write_mesh
+
+    scene = build_scene(target, seed, fractured=fractured, spacing_mm=spacing_mm)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "ct": write_nifti(
+            case_dir / "ct.nii.gz", np.clip(np.round(scene.hu), *HU_RANGE).astype(np.int16), scene.affine
+        ),
+        "labels": write_nifti(case_dir / "labels.nii.gz", scene.labels, scene.affine),
+    }
+    (case_dir / "meshes").mkdir(exist_ok=True)
+    vertebrae = []
+    for v in scene.vertebrae:
+        mesh_path = case_dir / "meshes" / f"{v.level}.vtp"
+        write_mesh(mesh_path, v.world_vertices, v.phantom.faces, v.phantom.labels)
+        pr = v.phantom.params
+        vertebrae.append(
+            vertebra_record(
+                v.level,
+                v.annotation,
+                v.target,
+                truncated=False,  # a scene's vertebrae are whole by construction
+                fractured=pr.fracture is not None,
+                fracture=None if pr.fracture is None else pr.to_dict()["fracture"],
+                osteoporotic=pr.osteoporotic,
+                cemented=pr.cemented,
+                out_of_family=pr.warp_mm > 0,
+                annotation_grid_mm=v.annotation_grid_mm,
+                mesh={"path": f"meshes/{v.level}.vtp", "sha256": sha256_file(mesh_path)},
+                parameters=pr.to_dict(),
+            )
+        )
+    rng = np.random.default_rng([int(seed), 7])
+    centre = scene.vertebra(target).annotation.landmarks["BC"]
+    view_list = protocol_views(centre, rng, views, px=detector_px)
+    doc = {
+        "case_id": case_id,
+        "kind": "synthetic",
+        "seed": int(seed),
+        "target_levels": [target],
+        "label_ids": "totalsegmentator-v2",
+        "files": files,
+        "ct": {"spacing_mm": float(spacing_mm), "shape": list(scene.hu.shape), "hu_range": list(HU_RANGE)},
+        "scene": _jsonable(scene.extras),
+        "vertebrae": vertebrae,
+        "views": write_views(case_dir, scene.hu, scene.labels, scene.affine, view_list, vertebrae),
+    }
+    return write_case_json(case_dir, doc)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float):
+        return round(x, 4)
+    return x
+
+
+def run_synth(
+    out: Path,
+    n: int,
+    levels: list[str],
+    views: str,
+    seed: int,
+    fractured: float = 0.0,
+    detector_px: int = DETECTOR_PX,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """N cases into ``out`` (+ ``manifest.json``). Resumes: a case whose case.json is already there
+    and valid is kept, so an interrupted run continues where it stopped."""
+    if n <= 0:
+        raise UserError(f"--n {n} must be a positive number of cases", "give e.g. --n 20")
+    if views not in VIEW_KINDS:
+        raise UserError(f"--views {views!r} is unknown", "use ort, random or both")
+    if not 0.0 <= fractured <= 1.0:
+        raise UserError(f"--fractured {fractured} is not a probability", "give 0 to 1, e.g. 0.3")
+    out.mkdir(parents=True, exist_ok=True)
+    cases = []
+    t0 = time.time()
+    for i in range(n):
+        rng = np.random.default_rng([int(seed), i, 99])
+        target = str(rng.choice(levels))
+        scene_seed = int(rng.integers(0, 2**31 - 1))
+        frac = bool(rng.random() < fractured)
+        case_id = f"case_{i:04d}"
+        case_dir = out / case_id
+        done = case_dir / "case.json"
+        if done.is_file():
+            try:
+                doc = load_json(done, CASE_V1)
+                if doc.get("seed") != scene_seed:
+                    raise UserError("was made with another seed", "")
+            except UserError:
+                doc = None
+        else:
+            doc = None
+        if doc is None:
+            doc = synthetic_case(case_dir, case_id, target, scene_seed, frac, views, detector_px)
+        cases.append(
+            {
+                "case_id": case_id,
+                "path": case_id,
+                "target_levels": doc["target_levels"],
+                "fractured": frac,
+                "seed": scene_seed,
+                "views": len(doc["views"]),
+            }
+        )
+        _write_manifest(out, cases, seed, n, levels, views, fractured, detector_px)
+        if progress:
+            el = time.time() - t0
+            bar = "#" * int(20 * (i + 1) / n)
+            print(f"\r[{bar:<20}] {i + 1}/{n} cases, {el:.0f} s", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return {"cases": cases, "seconds": round(time.time() - t0, 1)}
+
+
+def _write_manifest(out: Path, cases, seed, n, levels, views, fractured, detector_px) -> None:
+    doc = {
+        "schema": MANIFEST_V1,
+        "seed": seed,
+        "n": n,
+        "levels": levels,
+        "views": views,
+        "fractured": fractured,
+        "detector_px": detector_px,
+        "cases": cases,
+        "provenance": provenance(seed=seed),
+    }
+    atomic_write_json(out / "manifest.json", doc)

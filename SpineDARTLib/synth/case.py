@@ -1,0 +1,145 @@
+"""A case on disk: CT-like volume, vertebra label map, per-vertebra ground truth and meshes, and
+simulated views with their sidecars and 2-D labels.
+
+    CASE/ct.nii.gz           int16 HU            CASE/labels.nii.gz   uint8, TotalSegmentator-v2 ids
+    CASE/case.json           spinedart.case/1    CASE/meshes/<level>.vtp  (LPS on disk, part labels)
+    CASE/views/<name>.tif    float32 line integrals, with <name>.json (xray-geometry/1 sidecar)
+    CASE/views/<name>.labels.json  spinedart.view-labels/1: per vertebra instance, the 10 landmarks
+                                   and the trajectories in pixels with an in-field-of-view flag
+    CASE/views/<name>.masks.npz    instance masks (n, H, W), bit-packed; overlapping instances kept apart
+
+Every file is written atomically; gzip and zip members carry fixed timestamps so the same seed
+gives byte-identical files (JSON differs only in provenance.time_utc).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from ..labelmaps import TOTALSEG_V2
+from ..provenance import provenance, sha256_file
+from ..schemas import CASE_V1, VIEW_LABELS_V1, validate
+from .views import View, instance_masks, project_points, render_drr
+
+HU_RANGE = (-1024, 3071)
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> dict[str, str]:
+    import nibabel as nib
+
+    with atomic_path(path, keep_name=True) as tmp:
+        img = nib.Nifti1Image(array, affine)
+        img.header.set_xyzt_units("mm")
+        nib.save(img, str(tmp))  # nibabel writes .gz with mtime 0: deterministic
+    return {"path": path.name, "sha256": sha256_file(path)}
+
+
+def write_masks(path: Path, masks: np.ndarray) -> None:
+    """Bit-packed (n, H, W) masks in a zip whose member has a fixed timestamp."""
+    buf = io.BytesIO()
+    np.save(buf, np.packbits(masks.astype(bool), axis=-1))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        info = zipfile.ZipInfo("masks_packed.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        z.writestr(info, buf.getvalue())
+        shape = np.array(masks.shape, np.int64)
+        sbuf = io.BytesIO()
+        np.save(sbuf, shape)
+        info = zipfile.ZipInfo("shape.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        z.writestr(info, sbuf.getvalue())
+    atomic_write_bytes(path, out.getvalue())
+
+
+def read_masks(path: str | Path) -> np.ndarray:
+    """The (n, H, W) bool masks written by :func:`write_masks`."""
+    with np.load(path) as z:
+        n, h, w = (int(x) for x in z["shape"])
+        return np.unpackbits(z["masks_packed"], axis=-1, count=w).astype(bool).reshape(n, h, w)
+
+
+def _vec(p: np.ndarray) -> list[float]:
+    return [round(float(x), 3) for x in p]
+
+
+def vertebra_record(level: str, annotation, target: bool, truncated: bool, fractured: bool, **extra) -> dict:
+    return {
+        "level": level,
+        "label_id": TOTALSEG_V2[level],
+        "target": bool(target),
+        "truncated": bool(truncated),
+        "fractured": bool(fractured),
+        "landmarks": {k: _vec(v) for k, v in annotation.landmarks.items()},
+        "trajectories": {s: {k: _vec(v) for k, v in t.items()} for s, t in annotation.trajectories.items()},
+        "pedicle_width_mm": {
+            s: {k: round(float(v), 3) for k, v in w.items()} for s, w in annotation.pedicle_width_mm.items()
+        },
+        **extra,
+    }
+
+
+def write_views(
+    case_dir: Path, hu: np.ndarray, labels: np.ndarray, affine: np.ndarray, views: list[View], vertebrae: list[dict]
+) -> list[dict[str, Any]]:
+    """Render every view, write image + sidecar + 2-D labels + masks; return the case's view list."""
+    from ..xray import XRay, write_xray
+
+    vdir = case_dir / "views"
+    vdir.mkdir(parents=True, exist_ok=True)
+    ids = [v["label_id"] for v in vertebrae]
+    out = []
+    for view in views:
+        image = render_drr(hu, affine, view.projection)
+        write_xray(XRay(image, view.projection), vdir / f"{view.name}.tif", provenance={"simulated": "diffdrr"})
+        masks = instance_masks(labels, affine, ids, view.projection)
+        write_masks(vdir / f"{view.name}.masks.npz", masks)
+        instances = []
+        for k, v in enumerate(vertebrae):
+            traj = {
+                side: project_points(view.projection, {n: np.asarray(t[n]) for n in ("entry", "target")})
+                for side, t in v["trajectories"].items()
+            }
+            instances.append(
+                {
+                    "level": v["level"],
+                    "label_id": v["label_id"],
+                    "mask_index": k,
+                    "mask_pixels": int(masks[k].sum()),
+                    "landmarks": project_points(view.projection, {n: np.asarray(p) for n, p in v["landmarks"].items()}),
+                    "trajectories": traj,
+                }
+            )
+        doc = {
+            "schema": VIEW_LABELS_V1,
+            "image_size": list(view.projection.image_size),
+            "view": view.name,
+            "pair": view.pair,
+            "carm": view.carm.to_dict(),
+            "instances": instances,
+        }
+        validate(doc, VIEW_LABELS_V1, vdir / f"{view.name}.labels.json")
+        atomic_write_json(vdir / f"{view.name}.labels.json", doc)
+        out.append(
+            {
+                "name": view.name,
+                "pair": view.pair,
+                "image": f"views/{view.name}.tif",
+                "sidecar": f"views/{view.name}.json",
+                "labels": f"views/{view.name}.labels.json",
+                "masks": f"views/{view.name}.masks.npz",
+            }
+        )
+    return out
+
+
+def write_case_json(case_dir: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    doc = {"schema": CASE_V1, **doc, "provenance": provenance(seed=doc.get("seed"))}
+    validate(doc, CASE_V1, case_dir / "case.json")
+    atomic_write_json(case_dir / "case.json", doc)
+    return doc
