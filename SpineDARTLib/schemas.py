@@ -172,8 +172,9 @@ _SCHEMAS[CASE_V1] = {
                     "target": {"type": "boolean"},
                     "truncated": {"type": "boolean"},
                     "fractured": {"type": "boolean"},
-                    "landmarks": _LANDMARKS,
-                    "trajectories": _TRAJECTORIES,
+                    # A truncated vertebra (real data, cut by the volume) has no ground truth.
+                    "landmarks": {"anyOf": [_LANDMARKS, {"type": "null"}]},
+                    "trajectories": {"anyOf": [_TRAJECTORIES, {"type": "null"}]},
                     "mesh": {"anyOf": [_FILE, {"type": "null"}]},
                 },
             },

@@ -2,14 +2,19 @@
 trajectories of a vertebra, from a binary mask (a label map, or a mesh voxelised) — one algorithm
 for generated and real vertebrae (``../shared/research/anatomy.md`` §1–§2).
 
-1. Canal = the through-hole: holes filled slice by slice along the cranio-caudal axis, keeping those
-   seen through along that axis (a dished endplate encloses holes too, with bone under them).
-2. Frame: y (anterior) from the canal towards the body (found first as the axis of the plane of
-   bilateral symmetry, signed towards the side of the canal with more bone in a canal-wide
-   corridor), z (cranial) from the inferior to the
-   superior endplate centre, x = y × z, which points to the patient's right whatever the array's
-   index order. Origin BC, the body centroid. The mask is then resampled on a 0.5 mm grid in that
-   frame so every rule below is a slice of a regular grid.
+1. Canal = the through-hole: holes filled slice by slice across the canal, keeping those seen
+   through along the slicing axis (a dished endplate encloses holes too, with bone under them).
+   Slices are RAS axial unless they see through too little canal (< 300 mm³); then sagittal tilts
+   of ±15/30/45° are tried and the one seeing through the most is kept (upper thoracic levels of
+   a supine chest CT are tilted 30-45°). Arches left open by a voxel or two in a label map are
+   bridged by an in-plane closing (≤ 3 mm) used only to find the canal.
+2. Frame: y (anterior) = the axis of the plane of bilateral symmetry (angle and offset searched),
+   signed towards the side of the canal with more bone in a canal-wide corridor; z (cranial) = the
+   slicing axis of step 1 (the endplate centres are taken along it, so it is not re-estimated:
+   frames are good to the 15° tilt step), x = y × z, which points to the patient's right
+   whatever the array's index order. Origin BC, the body centroid. The mask is then resampled on a
+   0.5 mm grid in that frame so every rule below is a slice of a regular grid. (Tested against the
+   rib pairs of the real CT: the left-right axis within 8°.)
 3. Body = bone anterior to the canal's anterior boundary (largest component). SEC/IEC = mean of the
    top/bottom surface of the body's central region; VAP/PWM = most anterior/posterior body point on
    the mid-sagittal line at BC's height.
@@ -44,6 +49,7 @@ CORTEX_MM = 1.0
 TARGET_SHORT_MM = 5.0
 CORRIDOR_DEPTH_MM = 12.0
 ROUGH_GRID_MM = 1.0
+CANAL_MIN_MM3 = 300.0
 TIP_DEPTH_MM = 2.0  # process tips and body points: centroid of the last 2 mm
 
 
@@ -80,22 +86,49 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == sizes.argmax()
 
 
-def _canal_by_hole_filling(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Voxels enclosed by bone in their slice along ``axis``: the largest 3D component of them."""
-    from scipy.ndimage import binary_fill_holes
+def _slice_holes(mask: np.ndarray, axis: int, close_vox: int) -> np.ndarray:
+    from scipy.ndimage import binary_closing, binary_fill_holes
 
+    disk = None
+    if close_vox > 0:
+        r = np.arange(-close_vox, close_vox + 1)
+        disk = (r[:, None] ** 2 + r[None, :] ** 2) <= close_vox**2
     holes = np.zeros_like(mask, dtype=bool)
     for k in range(mask.shape[axis]):
         sl = [slice(None)] * 3
         sl[axis] = k
         s = mask[tuple(sl)]
-        holes[tuple(sl)] = binary_fill_holes(s) & ~s
+        closed = (
+            s
+            if disk is None
+            else binary_closing(np.pad(s, close_vox), disk)[close_vox:-close_vox, close_vox:-close_vox]
+        )
+        holes[tuple(sl)] = binary_fill_holes(closed) & ~closed
+    return holes
+
+
+def _canal_by_hole_filling(mask: np.ndarray, axis: int, voxel_mm: float = 1.0) -> np.ndarray:
+    """Voxels enclosed by bone in their slice along ``axis``: the largest 3D component of them.
+    Label maps of real CTs (2.5 mm slices) can leave the neural arch open by a voxel or two: if no
+    slice encloses a hole, gaps are bridged by an in-plane closing of growing radius (≤ 3 mm),
+    which changes only where the canal is looked for, not the bone."""
+    best = None
+    for gap_mm in (0.0, 1.0, 2.0, 3.0):
+        holes = _slice_holes(mask, axis, int(round(gap_mm / voxel_mm)))
+        if best is None or holes.sum() > best.sum():
+            best = holes
+        # A canal, not a pore or a few slices of one: ≥ 300 mm³ (a thoracic canal encloses
+        # ~190 mm² per slice over the ~10-15 mm where the arch is closed).
+        if holes.sum() * voxel_mm**3 >= CANAL_MIN_MM3:
+            break
+    holes = best
     if not holes.any():
         raise UserError(
             "the vertebra has no closed canal (no slice encloses a hole)", "check the mask is a whole vertebra"
         )
     # A dished or collapsed endplate also encloses "holes" in some slices, but bone lies under them;
     # the canal is seen through: prefer hole voxels whose whole column along the axis is free of bone.
+    # (Keeping the whole hole component instead merges a collapsed body's dishes into the canal.)
     see_through = holes & ~mask.any(axis=axis, keepdims=True)
     canal = _largest_component(holes)
     if see_through.any():
@@ -116,12 +149,33 @@ def _rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     Works on the mask resampled to an isotropic 1 mm RAS grid, so that the symmetry search and the
     solidity measures do not depend on the input's voxel size or orientation.
     """
-    grid, lo = _resample_local(mask, affine, np.zeros(3), np.eye(3), ROUGH_GRID_MM)
-    grid = _largest_component(grid)
+    # The canal is found by hole filling across slices, which needs the slices roughly across the
+    # canal. Strongly kyphotic levels (upper thoracic, up to ~45° in a supine chest CT) are not:
+    # if the RAS axial slices show no see-through canal, tilted slicings are tried and the one
+    # seeing through the most canal is kept. Everything below works in that tilted frame.
+    best = None
+    for tilt in (0.0, 15.0, -15.0, 30.0, -30.0, 45.0, -45.0):
+        Rt = _rot_x(np.radians(tilt))
+        grid, lo = _resample_local(mask, affine, np.zeros(3), Rt, ROUGH_GRID_MM)
+        grid = _largest_component(grid)
+        try:
+            canal_mask = _canal_by_hole_filling(grid, 2, ROUGH_GRID_MM)
+        except UserError:
+            continue
+        seen = int((canal_mask & ~grid.any(axis=2, keepdims=True)).sum()) * ROUGH_GRID_MM**3
+        if best is None or seen > best[0]:
+            best = (seen, Rt, grid, lo, canal_mask)
+        if tilt == 0.0 and seen >= CANAL_MIN_MM3:
+            break
+    if best is None:
+        raise UserError(
+            "the vertebra has no closed canal (no slice encloses a hole)", "check the mask is a whole vertebra"
+        )
+    _, Rt, grid, lo, canal_mask = best
     A = np.eye(4)
     A[:3, :3] *= ROUGH_GRID_MM
     A[:3, 3] = lo
-    canal = _points(_canal_by_hole_filling(grid, 2), A)
+    canal = _points(canal_mask, A)
     bone = _points(grid, A)
     c = canal.mean(0)
     z = np.array([0.0, 0.0, 1.0])
@@ -141,14 +195,23 @@ def _rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
 
     occupied = np.unique(keys(rel))
 
-    def symmetry(ang: float) -> int:
+    def symmetry(ang_off: tuple[float, float]) -> int:
+        ang, off = ang_off
         w = np.cross(z, np.array([np.cos(ang), np.sin(ang), 0.0]))
-        return int(np.isin(keys(rel - 2 * np.outer(rel @ w, w)), occupied, assume_unique=False).sum())
+        return int(np.isin(keys(rel - 2 * np.outer(rel @ w - off, w)), occupied, assume_unique=False).sum())
 
-    coarse = max(np.radians(np.arange(0, 180, 5)), key=symmetry)
-    ang = max(coarse + np.radians(np.arange(-4, 5, 1)), key=symmetry)
+    # The plane of symmetry need not pass through the canal's centre (a canal found in a few
+    # slices can sit off the midline): search its offset too, or the angle bends to make up for it
+    # (real upper thoracic label maps: 10-25° off the ribs' axis).
+    coarse = max(((a, o) for a in np.radians(np.arange(0, 180, 5)) for o in (-4.0, -2.0, 0.0, 2.0, 4.0)), key=symmetry)
+    ang, off = max(
+        ((coarse[0] + da, coarse[1] + do) for da in np.radians(np.arange(-4, 5, 1)) for do in (-1.0, 0.0, 1.0)),
+        key=symmetry,
+    )
     axis_u = np.array([np.cos(ang), np.sin(ang), 0.0])
     w = np.cross(z, axis_u)
+    c = c + off * w
+    rel = bone - c
     half = 0.5 * np.ptp((canal - c) @ w)
     along, across = rel @ axis_u, rel @ w
     corridor = np.abs(across) < half
@@ -163,19 +226,22 @@ def _rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
 
     ahead = solidity(corridor & (along > front) & (along < front + CORRIDOR_DEPTH_MM))
     behind = solidity(corridor & (along < back) & (along > back - CORRIDOR_DEPTH_MM))
+    # y is the symmetry plane's axis, signed. (Pointing it from the canal to the body's centroid
+    # instead bends it by up to 20° where a label map's body is lopsided: real T1, against the ribs.)
     y = axis_u if ahead >= behind else -axis_u
-    for _ in range(3):
-        y = y - (y @ z) * z
-        y /= np.linalg.norm(y)
-        front = ((canal - c) @ y).max()
-        body = bone[(bone - c) @ y > front]
-        if len(body) == 0:
-            raise UserError("no bone anterior to the canal", "check the mask is a whole vertebra")
-        y = body.mean(0) - c
+    if not ((bone - c) @ y > ((canal - c) @ y).max()).any():
+        raise UserError("no bone anterior to the canal", "check the mask is a whole vertebra")
     y = y - (y @ z) * z
     y /= np.linalg.norm(y)
     x = np.cross(y, z)
-    return c, np.stack([x, y, z])
+    # Back from the tilted slicing frame to RAS (local → world is p @ Rt).
+    return c @ Rt, np.stack([x, y, z]) @ Rt
+
+
+def _rot_x(a: float) -> np.ndarray:
+    """Rows = the axes of a frame tilted by ``a`` about RAS x (a sagittal tilt)."""
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def _resample_local(mask: np.ndarray, affine: np.ndarray, origin: np.ndarray, R: np.ndarray, spacing: float):
@@ -204,7 +270,7 @@ def _tip(points: np.ndarray, direction: np.ndarray, depth_mm: float = TIP_DEPTH_
 
 def _body_and_endplates(grid: np.ndarray, lo: np.ndarray, h: float):
     """Canal and body points (local mm), body centroid, superior and inferior endplate centres."""
-    canal = _canal_by_hole_filling(grid, 2)
+    canal = _canal_by_hole_filling(grid, 2, h)
     ci = np.argwhere(canal) * h + lo
     front = ci[:, 1].max()
     body_mask = grid.copy()
@@ -215,6 +281,7 @@ def _body_and_endplates(grid: np.ndarray, lo: np.ndarray, h: float):
     w_b, d_b = np.ptp(body[:, 0]), np.ptp(body[:, 1])
     cols = body[(np.abs(body[:, 0] - bc[0]) < 0.3 * w_b) & (np.abs(body[:, 1] - bc[1]) < 0.3 * d_b)]
     _, inv = np.unique(np.round(cols[:, :2] / h).astype(np.int64), axis=0, return_inverse=True)
+    inv = inv.ravel()
     top = np.full(inv.max() + 1, -np.inf)
     bot = np.full(inv.max() + 1, np.inf)
     np.maximum.at(top, inv, cols[:, 2])
@@ -242,8 +309,7 @@ def annotate_mask(
     ci, body, bc, sec, iec = _body_and_endplates(_largest_component(grid), lo, 1.0)
     z_new = (sec - iec) @ R
     z_new /= np.linalg.norm(z_new)
-    y_new = (bc - ci.mean(0)) @ R
-    y_new -= (y_new @ z_new) * z_new
+    y_new = R[1] - (R[1] @ z_new) * z_new  # keep the symmetry axis, square it to the new z
     y_new /= np.linalg.norm(y_new)
     origin = origin + bc @ R
     R = np.stack([np.cross(y_new, z_new), y_new, z_new])
@@ -344,9 +410,12 @@ def annotate_mask(
     return Annotation(world_lm, world_traj, widths, R, warnings)
 
 
-def annotate_mesh(vertices: np.ndarray, faces: np.ndarray, voxel_mm: float = GRID_MM) -> Annotation:
-    """The same rules on a closed mesh, voxelised (partial volume ≥ 0.5) at ``voxel_mm``."""
+def annotate_mesh(
+    vertices: np.ndarray, faces: np.ndarray, voxel_mm: float = GRID_MM, grid_mm: float = GRID_MM
+) -> Annotation:
+    """The same rules on a closed mesh, voxelised (partial volume ≥ 0.5) at ``voxel_mm`` and
+    measured on a ``grid_mm`` grid (see :func:`annotate_mask`)."""
     from ..meshing import voxelize_mesh
 
     occ, A = voxelize_mesh(vertices, faces, spacing_mm=voxel_mm, supersample=1)
-    return annotate_mask(occ >= 0.5, A, grid_mm=max(GRID_MM, voxel_mm))
+    return annotate_mask(occ >= 0.5, A, grid_mm=grid_mm)

@@ -163,7 +163,7 @@ def build_scene(
     for lv in levels:
         grid = 0.5 if lv == target else 1.0  # neighbours: coarser annotation (speed)
         ph = generate(lv, vseeds[lv], 1.0, params=params[lv])
-        an = annotate_mesh(ph.vertices, ph.faces, grid)
+        an = annotate_mesh(ph.vertices, ph.faces, grid, grid_mm=grid)
         vertebrae.append(SceneVertebra(lv, ph, poses[lv], _annotation_to_world(an, poses[lv]), grid, lv == target))
     hu, labels, affine, extras = _rasterise(vertebrae, poses, params, spacing_mm, opts, rng)
     extras.update(
