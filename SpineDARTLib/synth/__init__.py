@@ -171,6 +171,27 @@ def run_synth(
     return {"cases": cases, "seconds": round(time.time() - t0, 1)}
 
 
+def write_real_manifest(out: Path, doc: dict[str, Any], seed: int) -> None:
+    """The manifest of a folder holding one converted real case."""
+    atomic_write_json(
+        out / "manifest.json",
+        {
+            "schema": MANIFEST_V1,
+            "seed": seed,
+            "cases": [
+                {
+                    "case_id": doc["case_id"],
+                    "path": doc["case_id"],
+                    "kind": "real",
+                    "target_levels": doc["target_levels"],
+                    "views": len(doc["views"]),
+                }
+            ],
+            "provenance": provenance(seed=seed),
+        },
+    )
+
+
 def _write_manifest(out: Path, cases, seed, n, levels, views, fractured, detector_px) -> None:
     doc = {
         "schema": MANIFEST_V1,

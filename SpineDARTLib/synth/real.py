@@ -119,18 +119,33 @@ def real_case(
     voxel_cm3 = abs(np.linalg.det(A[:3, :3])) / 1000.0
     out_labels = np.zeros(labels.shape, np.uint8)
     vertebrae, skipped = [], []
-    case_dir.mkdir(parents=True, exist_ok=True)
-    (case_dir / "meshes").mkdir(exist_ok=True)
+    # First which vertebrae are usable (cheap), so a bad --targets is refused before any work.
+    status: dict[str, str | None] = {}  # level -> None (complete) or why it is truncated
     for level in [lv for lv in ("C1", "C2", "C3", "C4", "C5", "C6", "C7", *LEVELS) if lv in present]:
         mask = labels == present[level]
         if level not in LEVELS:
             skipped.append({"level": level, "reason": "no shape model (cervical)"})
             continue
         out_labels[mask] = TOTALSEG_V2[level]
-        small = mask.sum() * voxel_cm3 < 0.5 * TYPICAL_VOLUME_CM3[level]
-        truncated = _touches_border(mask) or small
-        if truncated:
-            why = "touches the volume border" if _touches_border(mask) else "under half the typical volume"
+        if _touches_border(mask):
+            status[level] = "touches the volume border"
+        elif mask.sum() * voxel_cm3 < 0.5 * TYPICAL_VOLUME_CM3[level]:
+            status[level] = "under half the typical volume"
+        else:
+            status[level] = None
+    complete = [lv for lv, why in status.items() if why is None]
+    if targets is not None:
+        missing = [t for t in targets if t not in complete]
+        if missing:
+            raise UserError(
+                f"target level(s) {', '.join(missing)} are not complete vertebrae in this label map",
+                f"choose from {', '.join(complete) or 'none'}",
+                labels_path,
+            )
+    case_dir.mkdir(parents=True, exist_ok=True)
+    (case_dir / "meshes").mkdir(exist_ok=True)
+    for level, why in status.items():
+        if why is not None:
             vertebrae.append(
                 {
                     "level": level,
@@ -145,7 +160,7 @@ def real_case(
                 }
             )
             continue
-        crop, Ac = _crop(mask, A)
+        crop, Ac = _crop(labels == present[level], A)
         ann = annotate_mask(crop, Ac)
         v, f = mesh_from_mask(crop, Ac)
         mesh_path = case_dir / "meshes" / f"{level}.vtp"
@@ -161,15 +176,6 @@ def real_case(
                 mesh={"path": f"meshes/{level}.vtp", "sha256": sha256_file(mesh_path)},
             )
         )
-    complete = [v["level"] for v in vertebrae if not v["truncated"]]
-    if targets is not None:
-        missing = [t for t in targets if t not in complete]
-        if missing:
-            raise UserError(
-                f"target level(s) {', '.join(missing)} are not complete vertebrae in this label map",
-                f"choose from {', '.join(complete) or 'none'}",
-                labels_path,
-            )
     files = {
         "ct": write_nifti(case_dir / "ct.nii.gz", np.clip(np.round(hu), *HU_RANGE).astype(np.int16), A),
         "labels": write_nifti(case_dir / "labels.nii.gz", out_labels, A),
