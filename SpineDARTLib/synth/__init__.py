@@ -46,6 +46,8 @@ def synthetic_case(
     views: str = "ort",
     detector_px: int = DETECTOR_PX,
     spacing_mm: float = 1.0,
+    degraded: bool = False,
+    randomized: bool = False,
 ) -> dict[str, Any]:
     """Build one scene around ``target`` and write it as a case with its views."""
     from ..anatomy.scene import build_scene
@@ -88,13 +90,16 @@ def synthetic_case(
         "case_id": case_id,
         "kind": "synthetic",
         "seed": int(seed),
+        "options": {"degraded": bool(degraded), "randomized": bool(randomized)},
         "target_levels": [target],
         "label_ids": "totalsegmentator-v2",
         "files": files,
         "ct": {"spacing_mm": float(spacing_mm), "shape": list(scene.hu.shape), "hu_range": list(HU_RANGE)},
         "scene": _jsonable(scene.extras),
         "vertebrae": vertebrae,
-        "views": write_views(case_dir, scene.hu, scene.labels, scene.affine, view_list, vertebrae),
+        "views": write_views(
+            case_dir, scene.hu, scene.labels, scene.affine, view_list, vertebrae, seed, degraded, randomized
+        ),
     }
     return write_case_json(case_dir, doc)
 
@@ -120,6 +125,8 @@ def run_synth(
     fractured: float = 0.0,
     detector_px: int = DETECTOR_PX,
     progress: bool = True,
+    degraded: bool = False,
+    randomized: bool = False,
 ) -> dict[str, Any]:
     """N cases into ``out`` (+ ``manifest.json``). Resumes: a case whose case.json is already there
     and valid is kept, so an interrupted run continues where it stopped."""
@@ -143,14 +150,27 @@ def run_synth(
         if done.is_file():
             try:
                 doc = load_json(done, CASE_V1)
-                if doc.get("seed") != scene_seed:
-                    raise UserError("was made with another seed", "")
+                if doc.get("seed") != scene_seed or doc.get("options") != {
+                    "degraded": degraded,
+                    "randomized": randomized,
+                }:
+                    raise UserError("was made with other settings", "")
             except UserError:
                 doc = None
         else:
             doc = None
         if doc is None:
-            doc = synthetic_case(case_dir, case_id, target, scene_seed, frac, views, detector_px)
+            doc = synthetic_case(
+                case_dir,
+                case_id,
+                target,
+                scene_seed,
+                frac,
+                views,
+                detector_px,
+                degraded=degraded,
+                randomized=randomized,
+            )
         cases.append(
             {
                 "case_id": case_id,
@@ -161,7 +181,9 @@ def run_synth(
                 "views": len(doc["views"]),
             }
         )
-        _write_manifest(out, cases, seed, n, levels, views, fractured, detector_px)
+        _write_manifest(
+            out, cases, seed, n, levels, views, fractured, detector_px, degraded=degraded, randomized=randomized
+        )
         if progress:
             el = time.time() - t0
             bar = "#" * int(20 * (i + 1) / n)
@@ -192,7 +214,7 @@ def write_real_manifest(out: Path, doc: dict[str, Any], seed: int) -> None:
     )
 
 
-def _write_manifest(out: Path, cases, seed, n, levels, views, fractured, detector_px) -> None:
+def _write_manifest(out: Path, cases, seed, n, levels, views, fractured, detector_px, **options) -> None:
     doc = {
         "schema": MANIFEST_V1,
         "seed": seed,
@@ -201,6 +223,7 @@ def _write_manifest(out: Path, cases, seed, n, levels, views, fractured, detecto
         "views": views,
         "fractured": fractured,
         "detector_px": detector_px,
+        "options": options,
         "cases": cases,
         "provenance": provenance(seed=seed),
     }

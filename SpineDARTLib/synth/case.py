@@ -85,24 +85,62 @@ def vertebra_record(level: str, annotation, target: bool, truncated: bool, fract
 
 
 def write_views(
-    case_dir: Path, hu: np.ndarray, labels: np.ndarray, affine: np.ndarray, views: list[View], vertebrae: list[dict]
+    case_dir: Path,
+    hu: np.ndarray,
+    labels: np.ndarray,
+    affine: np.ndarray,
+    views: list[View],
+    vertebrae: list[dict],
+    seed: int = 0,
+    degraded: bool = False,
+    randomized: bool = False,
 ) -> list[dict[str, Any]]:
-    """Render every view, write image + sidecar + 2-D labels + masks; return the case's view list."""
+    """Render every view, write image + sidecar + 2-D labels + masks; return the case's view list.
+
+    ``degraded``: also write the protocol's ``-degraded`` image of each view under
+    ``views-degraded/`` (same geometry and labels). ``randomized``: the written image is domain-
+    randomised (training data); masks and pixel labels follow its distortion."""
     from ..xray import XRay, write_xray
+    from .augment import degrade, randomize
 
     vdir = case_dir / "views"
     vdir.mkdir(parents=True, exist_ok=True)
     ids = [v["label_id"] for v in vertebrae]
     out = []
-    for view in views:
-        image = render_drr(hu, affine, view.projection)
-        write_xray(XRay(image, view.projection), vdir / f"{view.name}.tif", provenance={"simulated": "diffdrr"})
+    for n_view, view in enumerate(views):
+        image = clean = render_drr(hu, affine, view.projection)
         masks = instance_masks(labels, affine, ids, view.projection)
+        warp = None
+        record: dict[str, Any] = {"simulated": "diffdrr"}
+        if randomized:
+            image, masks, warp, record["randomization"] = randomize(
+                image, np.random.default_rng([int(seed), n_view, 31]), masks
+            )
+        write_xray(XRay(image, view.projection), vdir / f"{view.name}.tif", provenance=record)
         write_masks(vdir / f"{view.name}.masks.npz", masks)
+        entry = {}
+        if degraded:
+            ddir = case_dir / "views-degraded"
+            ddir.mkdir(exist_ok=True)
+            img_d, rec_d = degrade(clean, np.random.default_rng([int(seed), n_view, 37]))
+            write_xray(
+                XRay(img_d, view.projection),
+                ddir / f"{view.name}.tif",
+                provenance={"simulated": "diffdrr", "degraded": rec_d},
+            )
+            entry["degraded_image"] = f"views-degraded/{view.name}.tif"
+
+        def project(points: dict[str, np.ndarray], projection=view.projection, warp=warp) -> dict[str, Any]:
+            res = project_points(projection, points)
+            if warp is not None:  # randomised images are distorted: so are their pixel labels
+                for r in res.values():
+                    r["uv"] = [round(float(x), 3) for x in warp.forward(np.asarray(r["uv"]))]
+            return res
+
         instances = []
         for k, v in enumerate(vertebrae):
             traj = {
-                side: project_points(view.projection, {n: np.asarray(t[n]) for n in ("entry", "target")})
+                side: project({n: np.asarray(t[n]) for n in ("entry", "target")})
                 for side, t in v["trajectories"].items()
             }
             instances.append(
@@ -111,7 +149,7 @@ def write_views(
                     "label_id": v["label_id"],
                     "mask_index": k,
                     "mask_pixels": int(masks[k].sum()),
-                    "landmarks": project_points(view.projection, {n: np.asarray(p) for n, p in v["landmarks"].items()}),
+                    "landmarks": project({n: np.asarray(p) for n, p in v["landmarks"].items()}),
                     "trajectories": traj,
                 }
             )
@@ -121,6 +159,7 @@ def write_views(
             "view": view.name,
             "pair": view.pair,
             "carm": view.carm.to_dict(),
+            "randomization": record.get("randomization"),
             "instances": instances,
         }
         validate(doc, VIEW_LABELS_V1, vdir / f"{view.name}.labels.json")
@@ -133,6 +172,7 @@ def write_views(
                 "sidecar": f"views/{view.name}.json",
                 "labels": f"views/{view.name}.labels.json",
                 "masks": f"views/{view.name}.masks.npz",
+                **entry,
             }
         )
     return out

@@ -87,6 +87,7 @@ def real_case(
     views: str = "ort",
     seed: int = 0,
     detector_px: int = DETECTOR_PX,
+    degraded: bool = False,
 ) -> dict[str, Any]:
     """Write a real case: CT (or HU synthesised from the labels), TS-v2 vertebra labels, GT meshes
     and per-vertebra ground truth; views (``ort``/``random``/``both``, or ``none``) around each
@@ -189,7 +190,8 @@ def real_case(
             centre = np.asarray(next(v for v in listed if v["level"] == t)["landmarks"]["BC"])
             vs = protocol_views(centre, rng, views, px=detector_px)
             vs = [type(x)(f"{t}-{x.name}", x.pair, x.carm, x.projection) for x in vs]
-            view_docs += [dict(d, target=t) for d in write_views(case_dir, hu, out_labels, A, vs, listed)]
+            docs = write_views(case_dir, hu, out_labels, A, vs, listed, seed, degraded=degraded)
+            view_docs += [dict(d, target=t) for d in docs]
     doc = {
         "case_id": case_id,
         "kind": "real",

@@ -204,3 +204,31 @@ def test_synth_unwritable_output(tmp_path, run_cli):
     # A place no one can create folders in (chmod tricks do not stop root, which CI may be).
     rc, _, err = run_cli("synth", "--out", "/proc/spinedart-test/out")
     assert rc == 2 and "cannot write" in err
+
+
+def test_degraded_and_randomised_sets(tmp_path, run_cli):
+    rc, _, err = run_cli(
+        "synth", "--n", "1", "--levels", "L1", "--seed", "4", "--detector-px", "64", "--degraded", "--randomize",
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert rc == 0, err
+    from SpineDARTLib.xray import read_xray
+
+    case_dir = tmp_path / "case_0000"
+    case = load_json(case_dir / "case.json", CASE_V1)
+    assert case["options"] == {"degraded": True, "randomized": True}
+    for view in case["views"]:
+        clean = read_xray(case_dir / view["image"])
+        bad = read_xray(case_dir / view["degraded_image"])  # own sidecar, same geometry
+        assert np.allclose(bad.projection.P, clean.projection.P)
+        assert (
+            "degraded" in json.loads((case_dir / view["degraded_image"]).with_suffix(".json").read_text())["provenance"]
+        )
+        vl = load_json(case_dir / view["labels"], VIEW_LABELS_V1)
+        assert vl["randomization"]["collimation"] in ("none", "circle", "rectangle")
+        masks = read_masks(case_dir / view["masks"])
+        for inst in vl["instances"]:
+            bc = inst["landmarks"]["BC"]
+            if bc["in_fov"]:
+                u, v = np.clip(np.round(bc["uv"]).astype(int), 0, 63)
+                assert masks[inst["mask_index"], v, u]  # distorted labels still agree with each other
