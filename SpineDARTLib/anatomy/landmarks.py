@@ -187,25 +187,26 @@ def _rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     # mean, unions of processes are as thick as a crushed body, and a crushed T1 body weighs less
     # than the arch beside its canal.
     rel = bone - c
-    cell, span = 1.0, 1 << 20
-
-    def keys(p: np.ndarray) -> np.ndarray:  # one int64 per 1 mm cell
-        ijk = np.floor(p / cell).astype(np.int64) + span // 2
-        return (ijk[:, 0] * span + ijk[:, 1]) * span + ijk[:, 2]
-
-    occupied = np.unique(keys(rel))
+    # Occupancy of 1 mm cells as a dense boolean grid: a reflected point scores if its cell is
+    # bone (a direct lookup; hashing cells with np.isin was 90 % of a scene's annotation time).
+    cells = np.floor(rel).astype(np.int64)
+    cmin = cells.min(0)
+    occ = np.zeros(tuple(cells.max(0) - cmin + 1), bool)
+    occ[tuple((cells - cmin).T)] = True
 
     def symmetry(ang_off: tuple[float, float]) -> int:
         ang, off = ang_off
         w = np.cross(z, np.array([np.cos(ang), np.sin(ang), 0.0]))
-        return int(np.isin(keys(rel - 2 * np.outer(rel @ w - off, w)), occupied, assume_unique=False).sum())
+        ijk = np.floor(rel - 2 * np.outer(rel @ w - off, w)).astype(np.int64) - cmin
+        ok = np.all((ijk >= 0) & (ijk < occ.shape), axis=1)
+        return int(occ[tuple(ijk[ok].T)].sum())
 
     # The plane of symmetry need not pass through the canal's centre (a canal found in a few
     # slices can sit off the midline): search its offset too, or the angle bends to make up for it
     # (real upper thoracic label maps: 10-25° off the ribs' axis).
-    coarse = max(((a, o) for a in np.radians(np.arange(0, 180, 5)) for o in (-4.0, -2.0, 0.0, 2.0, 4.0)), key=symmetry)
+    coarse = max(((a, 0.0) for a in np.radians(np.arange(0, 180, 5))), key=symmetry)
     ang, off = max(
-        ((coarse[0] + da, coarse[1] + do) for da in np.radians(np.arange(-4, 5, 1)) for do in (-1.0, 0.0, 1.0)),
+        ((coarse[0] + da, do) for da in np.radians(np.arange(-4, 5, 1)) for do in np.arange(-4.0, 4.5, 1.0)),
         key=symmetry,
     )
     axis_u = np.array([np.cos(ang), np.sin(ang), 0.0])

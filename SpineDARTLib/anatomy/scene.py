@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..labelmaps import TOTALSEG_V2
 from .landmarks import Annotation, annotate_mesh
 from .levels import LEVELS, check_level, is_thoracic
-from .phantom import PMMA_HU, Phantom, generate
+from .phantom import PMMA_HU, Phantom, generate, sdf_on_grid
 from .vertebra import FRACTURE_TYPES, sample_params
 
 REACH_MM = (90.0, 130.0)  # vertebrae within this distance of the target (a C-arm field is ~180 mm)
@@ -290,6 +290,17 @@ def _capsule_chain_inside(pts: np.ndarray, path: np.ndarray, radius: float) -> n
     return d <= radius
 
 
+def _draw_tube(hu, affine, shape, path: np.ndarray, radius: float, value: float) -> None:
+    """Set ``value`` inside a chain of capsules, one segment's bounding box at a time (a rib's
+    whole box is ~100× larger than its segments' together)."""
+    for a, b in zip(path[:-1], path[1:], strict=True):
+        sl, pts = _sub_grid(np.minimum(a, b) - radius - 1, np.maximum(a, b) + radius + 1, affine, shape)
+        if pts.size == 0:
+            continue
+        inside = _capsule_chain_inside(pts, np.stack([a, b]), radius).reshape(hu[sl].shape)
+        hu[sl][inside] = value
+
+
 def _ribs(hu, affine, shape, vertebrae, poses, params, semi_x, semi_y, cy, fat, rng):
     """A rib pair per thoracic level in the volume: from the transverse-process tip around the
     inside of the body wall towards the front, dropping as it goes (floating ribs 11-12 short)."""
@@ -308,12 +319,7 @@ def _ribs(hu, affine, shape, vertebrae, poses, params, semi_x, semi_y, cy, fat, 
                 axis=1,
             )
             path = np.vstack([start, path[1:]])
-            lo_w, hi_w = path.min(0) - 6, path.max(0) + 6
-            sl, pts = _sub_grid(lo_w, hi_w, affine, shape)
-            if pts.size == 0:
-                continue
-            inside = _capsule_chain_inside(pts, path, float(rng.uniform(4.0, 5.5))).reshape(hu[sl].shape)
-            hu[sl][inside] = RIB_HU
+            _draw_tube(hu, affine, shape, path, float(rng.uniform(4.0, 5.5)), RIB_HU)
 
 
 def _discs(hu, affine, shape, vertebrae, params):
@@ -339,25 +345,28 @@ def _discs(hu, affine, shape, vertebrae, params):
 
 def _vertebra(hu, labels, best, affine, shape, v: SceneVertebra, h: float) -> None:
     lo, hi = _world_bounds(v)
-    sl, pts = _sub_grid(lo, hi, affine, shape)
+    sl, _ = _sub_grid(lo, hi, affine, shape)
     R, t = v.pose[:3, :3], v.pose[:3, 3]
-    local = (pts - t) @ R
     model, pr = v.phantom.model, v.phantom.params
-    d = np.concatenate([model(local[i : i + 400_000]) for i in range(0, len(local), 400_000)])
+    origin = affine[:3, :3] @ np.array([s.start for s in sl]) + affine[:3, 3]
+    sub_shape = hu[sl].shape
+    d = sdf_on_grid(lambda p: model((p - t) @ R), origin, sub_shape, h).reshape(-1)
     occ = np.clip(0.5 - d / h, 0.0, 1.0)
     # Depth below the surface ≈ −d (the model is close to a distance function): cortex within
     # the cortical thickness, cancellous (or cement) deeper.
     bone = np.where(-d <= pr.cortex_mm, pr.cortical_hu, pr.cancellous_hu)
     if pr.cemented:
-        bone = np.where((model.cement(local) < 0) & (-d > pr.cortex_mm), PMMA_HU, bone)
+        deep = np.flatnonzero(-d > pr.cortex_mm)
+        pts = np.stack(np.unravel_index(deep, sub_shape), -1) * h + origin
+        bone[deep[model.cement((pts - t) @ R) < 0]] = PMMA_HU
     sub = hu[sl].reshape(-1)
-    hu[sl] = (sub * (1 - occ) + occ * bone).reshape(hu[sl].shape)
+    hu[sl] = (sub * (1 - occ) + occ * bone).reshape(sub_shape)
     lab, bst = labels[sl].reshape(-1), best[sl].reshape(-1)
     win = (d < 0) & (d < bst)
     lab[win] = TOTALSEG_V2[v.level]
     bst[win] = d[win]
-    labels[sl] = lab.reshape(labels[sl].shape)
-    best[sl] = bst.reshape(best[sl].shape)
+    labels[sl] = lab.reshape(sub_shape)
+    best[sl] = bst.reshape(sub_shape)
 
 
 def _cannula(hu, affine, shape, vertebrae, rng) -> dict[str, Any]:
@@ -370,10 +379,7 @@ def _cannula(hu, affine, shape, vertebrae, rng) -> dict[str, Any]:
     d /= np.linalg.norm(d)
     start = tr["entry"] - float(rng.uniform(40, 90)) * d
     radius = float(rng.choice([0.6, 1.2, 1.5]))
-    path = np.stack([start, tr["target"]])
-    sl, pts = _sub_grid(path.min(0) - 3, path.max(0) + 3, affine, shape)
-    inside = _capsule_chain_inside(pts, path, radius).reshape(hu[sl].shape)
-    hu[sl][inside] = METAL_HU
+    _draw_tube(hu, affine, shape, np.stack([start, tr["target"]]), radius, METAL_HU)
     return {
         "level": v.level,
         "side": side,

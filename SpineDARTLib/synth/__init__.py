@@ -116,6 +116,36 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _plan(seed: int, i: int, levels: list[str], fractured: float) -> tuple[str, int, bool]:
+    """Case i's target level, scene seed and fracture flag: from (seed, i) alone, so a case is the
+    same whatever the number of workers or cases before it."""
+    rng = np.random.default_rng([int(seed), i, 99])
+    target = str(rng.choice(levels))
+    scene_seed = int(rng.integers(0, 2**31 - 1))
+    return target, scene_seed, bool(rng.random() < fractured)
+
+
+def _finished(done: Path, scene_seed: int, options: dict[str, bool]) -> dict[str, Any] | None:
+    if not done.is_file():
+        return None
+    try:
+        doc = load_json(done, CASE_V1)
+    except UserError:
+        return None
+    return doc if doc.get("seed") == scene_seed and doc.get("options") == options else None
+
+
+def _case_task(args: tuple) -> dict[str, Any]:
+    """One case in a worker process (one torch thread each: the cores go to the processes)."""
+    import torch
+
+    torch.set_num_threads(1)
+    case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized = args
+    return synthetic_case(
+        case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded=degraded, randomized=randomized
+    )
+
+
 def run_synth(
     out: Path,
     n: int,
@@ -127,69 +157,72 @@ def run_synth(
     progress: bool = True,
     degraded: bool = False,
     randomized: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """N cases into ``out`` (+ ``manifest.json``). Resumes: a case whose case.json is already there
-    and valid is kept, so an interrupted run continues where it stopped."""
+    """N cases into ``out`` (+ ``manifest.json``), on ``workers`` processes. Resumes: a case whose
+    case.json is already there, valid and made with the same settings is kept, so an interrupted
+    run continues where it stopped. Each case depends only on (seed, its index)."""
     if n <= 0:
         raise UserError(f"--n {n} must be a positive number of cases", "give e.g. --n 20")
     if views not in VIEW_KINDS:
         raise UserError(f"--views {views!r} is unknown", "use ort, random or both")
     if not 0.0 <= fractured <= 1.0:
         raise UserError(f"--fractured {fractured} is not a probability", "give 0 to 1, e.g. 0.3")
+    if workers < 1:
+        raise UserError(f"--workers {workers} must be at least 1", "give e.g. --workers 2")
     out.mkdir(parents=True, exist_ok=True)
-    cases = []
+    options = {"degraded": degraded, "randomized": randomized}
     t0 = time.time()
-    for i in range(n):
-        rng = np.random.default_rng([int(seed), i, 99])
-        target = str(rng.choice(levels))
-        scene_seed = int(rng.integers(0, 2**31 - 1))
-        frac = bool(rng.random() < fractured)
+    docs: dict[int, dict[str, Any]] = {}
+    todo = []
+    plans = [_plan(seed, i, levels, fractured) for i in range(n)]
+    for i, (target, scene_seed, frac) in enumerate(plans):
         case_id = f"case_{i:04d}"
-        case_dir = out / case_id
-        done = case_dir / "case.json"
-        if done.is_file():
-            try:
-                doc = load_json(done, CASE_V1)
-                if doc.get("seed") != scene_seed or doc.get("options") != {
-                    "degraded": degraded,
-                    "randomized": randomized,
-                }:
-                    raise UserError("was made with other settings", "")
-            except UserError:
-                doc = None
+        doc = _finished(out / case_id / "case.json", scene_seed, options)
+        if doc is not None:
+            docs[i] = doc
         else:
-            doc = None
-        if doc is None:
-            doc = synthetic_case(
-                case_dir,
-                case_id,
-                target,
-                scene_seed,
-                frac,
-                views,
-                detector_px,
-                degraded=degraded,
-                randomized=randomized,
+            todo.append(
+                (i, (out / case_id, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized))
             )
-        cases.append(
+
+    def record(i: int, doc: dict[str, Any]) -> None:
+        docs[i] = doc
+        cases = [
             {
-                "case_id": case_id,
-                "path": case_id,
-                "target_levels": doc["target_levels"],
-                "fractured": frac,
-                "seed": scene_seed,
-                "views": len(doc["views"]),
+                "case_id": f"case_{k:04d}",
+                "path": f"case_{k:04d}",
+                "target_levels": docs[k]["target_levels"],
+                "fractured": plans[k][2],
+                "seed": plans[k][1],
+                "views": len(docs[k]["views"]),
             }
-        )
-        _write_manifest(
-            out, cases, seed, n, levels, views, fractured, detector_px, degraded=degraded, randomized=randomized
-        )
+            for k in sorted(docs)
+        ]
+        _write_manifest(out, cases, seed, n, levels, views, fractured, detector_px, **options)
         if progress:
-            el = time.time() - t0
-            bar = "#" * int(20 * (i + 1) / n)
-            print(f"\r[{bar:<20}] {i + 1}/{n} cases, {el:.0f} s", end="", file=sys.stderr, flush=True)
+            bar = "#" * int(20 * len(docs) / n)
+            print(f"\r[{bar:<20}] {len(docs)}/{n} cases, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
+
+    for i in sorted(docs):
+        record(i, docs[i])
+    if workers == 1 or len(todo) <= 1:
+        for i, args in todo:
+            record(i, synthetic_case(*args[:7], degraded=degraded, randomized=randomized))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_case_task, args): i for i, args in todo}
+            for fut in as_completed(futures):
+                record(futures[fut], fut.result())
     if progress:
         print(file=sys.stderr)
+    cases = [
+        {"case_id": f"case_{k:04d}", "target_levels": docs[k]["target_levels"], "fractured": plans[k][2]}
+        for k in sorted(docs)
+    ]
     return {"cases": cases, "seconds": round(time.time() - t0, 1)}
 
 

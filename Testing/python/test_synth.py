@@ -177,7 +177,7 @@ def test_trilinear_matches_siddon_on_a_scene(synth_set):
     view = protocol_views(np.zeros(3), np.random.default_rng(1), "ort", px=64)[1]
     a = render_drr(hu, ct.affine, view.projection, "trilinear")
     b = render_drr(hu, ct.affine, view.projection, "siddon")
-    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] >= 0.99
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] >= 0.995
 
 
 @pytest.mark.parametrize(
