@@ -85,7 +85,8 @@ def synthetic_case(
         )
     rng = np.random.default_rng([int(seed), 7])
     centre = scene.vertebra(target).annotation.landmarks["BC"]
-    view_list = protocol_views(centre, rng, views, px=detector_px)
+    # Domain randomisation varies the detector too; protocol sets keep its 300 mm panel.
+    view_list = protocol_views(centre, rng, views, px=detector_px, detector_mm=(200.0, 300.0) if randomized else None)
     doc = {
         "case_id": case_id,
         "kind": "synthetic",

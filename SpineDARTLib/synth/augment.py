@@ -5,7 +5,8 @@ returned as a record of what was applied.
 ``degrade`` (protocol p1): polychromatic-like non-linear mapping, low-frequency scatter, Poisson
 noise, unsharp-mask edge enhancement, mild pincushion distortion — each at a random strength.
 ``randomize`` (training): intensity curve, contrast, blur, noise, collimation, burned-in text,
-image-intensifier vignetting and distortion; masks and landmark pixels follow the distortion.
+image-intensifier vignetting and distortion; masks and landmark pixels follow the distortion. (The
+detector size is randomised where the views are made: ``protocol_views(detector_mm=...)``.)
 """
 
 from __future__ import annotations

@@ -36,14 +36,14 @@ class View:
     projection: Projection
 
 
-def _carm(primary: float, secondary: float, iso: np.ndarray, px: int) -> CArmGeometry:
+def _carm(primary: float, secondary: float, iso: np.ndarray, px: int, detector_mm: float = DETECTOR_MM) -> CArmGeometry:
     return CArmGeometry(
         float(primary),
         float(secondary),
         SID_MM,
         SDD_MM,
         (px, px),
-        (DETECTOR_MM / px, DETECTOR_MM / px),
+        (detector_mm / px, detector_mm / px),
         isocenter_mm=tuple(float(x) for x in iso),
     )
 
@@ -53,24 +53,37 @@ def _beam(c: CArmGeometry) -> np.ndarray:
 
 
 def protocol_views(
-    target_centre: np.ndarray, rng: np.random.Generator, kind: str, n_random_pairs: int = 3, px: int = DETECTOR_PX
+    target_centre: np.ndarray,
+    rng: np.random.Generator,
+    kind: str,
+    n_random_pairs: int = 3,
+    px: int = DETECTOR_PX,
+    detector_mm: tuple[float, float] | None = None,
 ) -> list[View]:
     """The protocol's views around a target: ``ort`` (one pair), ``random`` (``n_random_pairs``
-    pairs) or ``both``. Each pair has its own isocentre offset."""
+    pairs) or ``both``. Each pair has its own isocentre offset. ``detector_mm`` (lo, hi): draw each
+    pair's detector size in that range (domain randomisation: 9-12" image intensifiers, flat
+    panels) instead of the protocol's 300 mm."""
     views: list[View] = []
     pair = 0
+
+    def size() -> float:
+        return DETECTOR_MM if detector_mm is None else float(rng.uniform(*detector_mm))
+
     if kind in ("ort", "both"):
         iso = np.asarray(target_centre) + rng.uniform(-ISO_OFFSET_MM, ISO_OFFSET_MM, 3)
+        det = size()
         for name, prim in (("ort-ap", 0.0), ("ort-lat", 90.0)):
-            c = _carm(prim, 0.0, iso, px)
+            c = _carm(prim, 0.0, iso, px, det)
             views.append(View(name, pair, c, c.to_projection()))
         pair += 1
     if kind in ("random", "both"):
         for k in range(n_random_pairs):
             iso = np.asarray(target_centre) + rng.uniform(-ISO_OFFSET_MM, ISO_OFFSET_MM, 3)
+            det = size()
             while True:
-                a = _carm(rng.uniform(-90, 90), rng.uniform(-15, 15), iso, px)
-                b = _carm(rng.uniform(-90, 90), rng.uniform(-15, 15), iso, px)
+                a = _carm(rng.uniform(-90, 90), rng.uniform(-15, 15), iso, px, det)
+                b = _carm(rng.uniform(-90, 90), rng.uniform(-15, 15), iso, px, det)
                 cos = float(np.clip(abs(_beam(a) @ _beam(b)), 0.0, 1.0))
                 if np.degrees(np.arccos(cos)) >= MIN_PAIR_ANGLE_DEG:
                     break

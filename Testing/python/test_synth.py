@@ -232,3 +232,11 @@ def test_degraded_and_randomised_sets(tmp_path, run_cli):
             if bc["in_fov"]:
                 u, v = np.clip(np.round(bc["uv"]).astype(int), 0, 63)
                 assert masks[inst["mask_index"], v, u]  # distorted labels still agree with each other
+
+
+def test_randomised_detector_sizes():
+    views = protocol_views(np.zeros(3), np.random.default_rng(2), "both", px=64, detector_mm=(200.0, 300.0))
+    sizes = {round(v.carm.pixel_spacing_mm[0] * 64, 3) for v in views}
+    assert len(sizes) == 4 and all(200.0 <= s <= 300.0 for s in sizes)  # one size per pair
+    plain = protocol_views(np.zeros(3), np.random.default_rng(2), "ort", px=64)
+    assert all(v.carm.pixel_spacing_mm[0] * 64 == pytest.approx(300.0) for v in plain)
