@@ -4,7 +4,7 @@ Each format has an id ``spinedart.<name>/<version>`` stored in the file's ``"sch
 ``xray-geometry/1`` (the X-ray sidecar), ``bead-phantom/1`` (a bead phantom's ground truth),
 ``vertebra/1`` (a generated vertebra: parameters, landmarks, trajectories, files), ``case/1`` (a
 CT-like case: volume, vertebra labels, per-vertebra ground truth, views), ``view-labels/1`` (one
-view's 2-D labels), ``manifest/1`` (a set of cases).
+view's 2-D labels), ``manifest/1`` (a set of cases), ``ssm-card/1`` (a shape model's card).
 The landmark, case, plan-report and worker-message formats are added here as they are built.
 """
 
@@ -29,6 +29,7 @@ VERTEBRA_V1 = "spinedart.vertebra/1"
 CASE_V1 = "spinedart.case/1"
 VIEW_LABELS_V1 = "spinedart.view-labels/1"
 MANIFEST_V1 = "spinedart.manifest/1"
+SSM_CARD_V1 = "spinedart.ssm-card/1"
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     XRAY_GEOMETRY_V1: {
@@ -211,6 +212,39 @@ _SCHEMAS[MANIFEST_V1] = {
             "type": "array",
             "items": {"type": "object", "required": ["case_id", "path", "target_levels"]},
         },
+    },
+}
+
+_SCHEMAS[SSM_CARD_V1] = {
+    "type": "object",
+    "required": [
+        "schema",
+        "levels",
+        "n_surface",
+        "n_vertices",
+        "n_members",
+        "n_modes",
+        "annotations",
+        "variance_explained_cumulative",
+        "arrays_sha256",
+    ],
+    "properties": {
+        "schema": {"const": SSM_CARD_V1},
+        "levels": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "n_surface": {"type": "integer", "minimum": 4},
+        "n_vertices": {"type": "integer", "minimum": 4},
+        "n_members": {"type": "integer", "minimum": 2},
+        "n_modes": {"type": "integer", "minimum": 1},
+        "annotations": {"type": "array", "items": {"type": "string"}},
+        "variance_explained_cumulative": {
+            "type": "array",
+            "items": {"type": "number", "minimum": 0, "maximum": 1.000001},
+        },
+        "seed_range": {"type": ["array", "null"]},
+        "input_hashes": {"type": "array"},
+        "build_command": {"type": ["string", "null"]},
+        "arrays_sha256": {"type": "string"},
+        "provenance": {"type": "object"},
     },
 }
 

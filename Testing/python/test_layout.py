@@ -25,6 +25,7 @@ RANK = {
     "anatomy": 3,
     "beads": 4,
     "render": 4,
+    "ssm": 4,
     "drr": 5,
     "synth": 6,
     "mrml": 8,
