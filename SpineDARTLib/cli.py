@@ -82,6 +82,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
     sy.add_argument("--targets", help="real cases: target levels for the views (default: every complete one)")
 
+    si = sub.add_parser("ssm-info", help="describe a shape model (.npz + card)")
+    si.add_argument("file", type=Path, help="the model's .npz (its card .json beside it)")
+    si.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
@@ -282,6 +286,33 @@ def _cmd_synth_real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ssm_info(args: argparse.Namespace) -> int:
+    from .ssm import load_model
+
+    m = load_model(args.file)
+    info = {
+        "levels": list(m.levels),
+        "n_vertices": m.n_surface,
+        "n_members": int(m.card["n_members"]),
+        "n_modes": m.n_modes,
+        "variance_explained_cumulative": list(m.card["variance_explained_cumulative"]),
+        "annotations": list(m.annotation_names),
+        "n_interior": len(m.interior_density),
+        "seed_range": m.card.get("seed_range"),
+        "input_hashes": m.card.get("input_hashes", []),
+        "excluded_members": m.card.get("excluded_members", []),
+    }
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"{args.file}: levels {', '.join(info['levels'])}, {info['n_members']} members, {info['n_modes']} modes")
+    ve = info["variance_explained_cumulative"]
+    n_ann = len(info["annotations"])
+    print(f"  {info['n_vertices']} surface vertices, {info['n_interior']} interior points, {n_ann} annotations")
+    print(f"  variance explained: {', '.join(f'{v:.3f}' for v in ve)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError("exists and is not a folder", "give a folder for --out", args.out)
@@ -309,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_bench_render(args)
         if args.command == "synth":
             return _cmd_synth(args)
+        if args.command == "ssm-info":
+            return _cmd_ssm_info(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

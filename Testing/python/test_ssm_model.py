@@ -121,3 +121,15 @@ def test_bad_builds_and_coefficients(model, base):
     with pytest.raises(UserError, match="not finite"):
         model.instance([np.nan])
     assert isinstance(model, ShapeModel)
+
+
+def test_ssm_info_cli(model, tmp_path, run_cli):
+    p = save_model(model, tmp_path / "toy.npz")
+    rc, out, err = run_cli("ssm-info", p, "--json")
+    assert rc == 0, err
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["levels"] == ["L3", "L4"] and info["n_members"] == 12 and info["n_modes"] == 5
+    assert len(info["variance_explained_cumulative"]) == 5 and info["annotations"] == list(ANNOTATIONS)
+    assert info["n_vertices"] == model.n_surface
+    rc, _, err = run_cli("ssm-info", tmp_path / "missing.npz")
+    assert rc == 2 and "not found" in err and len(err.strip().splitlines()) == 1
