@@ -68,6 +68,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
+    """An ``.npz`` (readable by ``np.load``) written atomically, each member deflated and stamped
+    with a fixed time, so the same arrays always give the same bytes (``np.savez`` stamps the
+    current time)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(arr))
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, buf.getvalue())
+    return atomic_write_bytes(path, out.getvalue())
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Serialise first, then write: a value that cannot be serialised never truncates the file."""
     text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"

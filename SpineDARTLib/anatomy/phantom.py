@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UserError
-from ..meshing import grid_points
+from ..meshing import grid_points, grid_spec
 from .vertebra import PART_NAMES, VertebraParams, VertebraSDF, sample_params
 
 PMMA_HU = 2800.0
@@ -99,7 +99,7 @@ def generate(
     pr = params if params is not None else sample_params(level, seed, fracture, osteoporotic, cemented, warp_mm)
     model = VertebraSDF(pr)
     lo, hi = model.bounds()
-    _, shape, affine = grid_points(lo, hi, mesh_spacing_mm)
+    shape, affine = grid_spec(lo, hi, mesh_spacing_mm)
     d = sdf_on_grid(model, lo, shape, mesh_spacing_mm)
     # Keep the largest solid component: a generator must never emit floating fragments.
     comp = cc_label(d < 0, connectivity=1)
@@ -125,14 +125,14 @@ def density_volume(ph: Phantom, spacing_mm: float = 0.5, background_hu: float = 
 
     check_spacings(volume_spacing_mm=spacing_mm)
     lo, hi = ph.model.bounds()
-    pts, shape, affine = grid_points(lo, hi, spacing_mm)
+    shape, affine = grid_spec(lo, hi, spacing_mm)
     d = sdf_on_grid(ph.model, lo, shape, spacing_mm)
     occupancy = np.clip(0.5 - d / spacing_mm, 0.0, 1.0)
     depth = distance_transform_edt(d < 0, sampling=spacing_mm)
     pr = ph.params
     bone = np.where(depth <= pr.cortex_mm, pr.cortical_hu, pr.cancellous_hu)
-    if pr.cemented:
-        cement = _evaluate(ph.model.cement, pts).reshape(shape)
+    if pr.cemented:  # the only use of the grid's points: built only then
+        cement = _evaluate(ph.model.cement, grid_points(lo, hi, spacing_mm)[0]).reshape(shape)
         bone = np.where((cement < 0) & (depth > pr.cortex_mm), PMMA_HU, bone)
     hu = background_hu + occupancy * (bone - background_hu)
     return hu.astype(np.float32), affine

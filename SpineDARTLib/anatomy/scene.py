@@ -19,6 +19,7 @@ from scipy.spatial.transform import Rotation
 
 from ..errors import UserError
 from ..labelmaps import TOTALSEG_V2
+from ..meshing import grid_spec
 from .landmarks import Annotation, annotate_mesh
 from .levels import LEVELS, check_level, is_thoracic
 from .phantom import PMMA_HU, Phantom, generate, sdf_on_grid
@@ -200,15 +201,23 @@ def _world_bounds(v: SceneVertebra) -> tuple[np.ndarray, np.ndarray]:
     return w.min(0), w.max(0)
 
 
-def _sub_grid(lo_world, hi_world, affine, shape):
-    """Index ranges (i0:i1, j0:j1, k0:k1) of the scene grid inside a world box, and their points."""
+def _sub_slices(lo_world, hi_world, affine, shape) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """Index ranges (i0:i1, j0:j1, k0:k1) of the scene grid inside a world box, and the world
+    position of the first voxel."""
     h = affine[0, 0]
     o = affine[:3, 3]
     i0 = np.clip(np.floor((lo_world - o) / h).astype(int), 0, np.array(shape))
     i1 = np.clip(np.ceil((hi_world - o) / h).astype(int) + 1, 0, np.array(shape))
-    axes = [o[a] + h * np.arange(i0[a], i1[a]) for a in range(3)]
+    return tuple(slice(i0[a], i1[a]) for a in range(3)), o + h * i0
+
+
+def _sub_grid(lo_world, hi_world, affine, shape):
+    """:func:`_sub_slices` and the points of those voxels."""
+    sl, start = _sub_slices(lo_world, hi_world, affine, shape)
+    h = affine[0, 0]
+    axes = [start[a] + h * np.arange(sl[a].stop - sl[a].start) for a in range(3)]
     pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    return tuple(slice(i0[a], i1[a]) for a in range(3)), pts
+    return sl, pts
 
 
 def _ellipsoid_inside(pts: np.ndarray, centre, semi) -> np.ndarray:
@@ -228,7 +237,7 @@ def _rasterise(vertebrae, poses, params, h, opts, rng):
     table_gap, table_thick = float(rng.uniform(0, 10)), 25.0
     lo = np.array([-semi_x - 5, back - 5 - (table_gap + table_thick if opts["table"] else 0), spine_lo[2] - 15])
     hi = np.array([semi_x + 5, cy + semi_y + 5, spine_hi[2] + 15])
-    shape, affine = _grid_shape(lo, hi, h)
+    shape, affine = grid_spec(lo, hi, h)
     x = lo[0] + h * np.arange(shape[0])
     y = lo[1] + h * np.arange(shape[1])
     # Cross-section (z-invariant): air, fat, muscle/organs.
@@ -271,14 +280,6 @@ def _rasterise(vertebrae, poses, params, h, opts, rng):
     if opts["metal"]:
         extras["metal"] = _cannula(hu, affine, shape, vertebrae, rng)
     return hu, labels, affine, extras
-
-
-def _grid_shape(lo, hi, h):
-    shape = tuple(int(n) for n in np.ceil((np.asarray(hi) - lo) / h).astype(int) + 1)
-    affine = np.eye(4)
-    affine[:3, :3] = np.eye(3) * h
-    affine[:3, 3] = lo
-    return shape, affine
 
 
 def _capsule_chain_inside(pts: np.ndarray, path: np.ndarray, radius: float) -> np.ndarray:
@@ -345,10 +346,9 @@ def _discs(hu, affine, shape, vertebrae, params):
 
 def _vertebra(hu, labels, best, affine, shape, v: SceneVertebra, h: float) -> None:
     lo, hi = _world_bounds(v)
-    sl, _ = _sub_grid(lo, hi, affine, shape)
+    sl, origin = _sub_slices(lo, hi, affine, shape)
     R, t = v.pose[:3, :3], v.pose[:3, 3]
     model, pr = v.phantom.model, v.phantom.params
-    origin = affine[:3, :3] @ np.array([s.start for s in sl]) + affine[:3, 3]
     sub_shape = hu[sl].shape
     d = sdf_on_grid(lambda p: model((p - t) @ R), origin, sub_shape, h).reshape(-1)
     occ = np.clip(0.5 - d / h, 0.0, 1.0)

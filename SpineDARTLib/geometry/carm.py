@@ -71,7 +71,8 @@ def _rot_z(a: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _rot_x(a: float) -> np.ndarray:
+def rot_x(a: float) -> np.ndarray:
+    """Rotation by ``a`` (radians) about +x."""
     c, s = np.cos(a), np.sin(a)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
@@ -111,7 +112,7 @@ class CArmGeometry:
 
     def beam_frame(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unit vectors in patient RAS: detector u axis, v axis, beam direction (source → detector)."""
-        rot = _rot_z(np.radians(self.primary_angle_deg)) @ _rot_x(np.radians(self.secondary_angle_deg))
+        rot = _rot_z(np.radians(self.primary_angle_deg)) @ rot_x(np.radians(self.secondary_angle_deg))
         A = patient_from_table(self.patient_position)
         u = A @ rot @ np.array([-1.0, 0.0, 0.0])
         v = A @ rot @ np.array([0.0, 0.0, -1.0])

@@ -63,6 +63,9 @@ def correspond(
     from the member's surface to the corresponded surface (mm)."""
     import trimesh
     from pycpd import DeformableRegistration
+    from scipy.spatial import cKDTree
+
+    from ..surface import distance_to_mesh
 
     # 1. Rigid start from the rule landmarks (they correspond by definition), no scale.
     R, t = _rigid(template_ann[:10], member.annotations[:10])
@@ -79,8 +82,6 @@ def correspond(
         full[i : i + 4000] += _kernel(moved[i : i + 4000], moved[idx], CPD_BETA_MM) @ reg.W
     # The quality gate measures the smooth (coherent) deformation, before any snapping: closest
     # points would put a template onto any surface at all, a ball included.
-    from ..surface import distance_to_mesh
-
     probe = _subsample(member.vertices, 4000, rng)
     residual = float(distance_to_mesh(probe, full, template_f).mean())
     # 3. Closest points on the member at full resolution, with the displacement smoothed over the
@@ -88,8 +89,6 @@ def correspond(
     mesh = trimesh.Trimesh(member.vertices, member.faces, process=False)
     closest, _, _ = trimesh.proximity.closest_point(mesh, full)
     disp = closest - full
-    from scipy.spatial import cKDTree
-
     _, nn = cKDTree(full).query(full, k=8)
     disp = disp[nn].mean(1)
     out = full + disp

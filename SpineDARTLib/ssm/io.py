@@ -4,14 +4,12 @@ version, and the npz's own hash, checked on load)."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write_json, atomic_write_npz
 from ..errors import UserError
 from ..provenance import provenance, sha256_file
 from ..schemas import SSM_CARD_V1, load_json, validate
@@ -30,15 +28,9 @@ def save_model(model: ShapeModel, path: str | Path) -> Path:
     path = Path(path)
     if not path.name.endswith(".npz"):
         raise UserError("a shape model file must end in .npz", "name it e.g. lumbar.npz", path)
-    out = io.BytesIO()
     arrays = {name: np.asarray(getattr(model, name)) for name in _ARRAYS}
     arrays["level_mean_coeffs"] = np.array([model.level_mean_coeffs[lv] for lv in model.levels])
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.save(buf, arr)
-            z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
-    atomic_write_bytes(path, out.getvalue())
+    atomic_write_npz(path, arrays)
     card: dict[str, Any] = {
         "schema": SSM_CARD_V1,
         **{k: v for k, v in model.card.items() if k not in ("schema", "arrays_sha256", "provenance")},

@@ -14,7 +14,7 @@ from ..anatomy.levels import LEVELS, check_level
 from ..atomic import atomic_write_json
 from ..errors import UserError
 from ..provenance import provenance, sha256_file
-from ..schemas import CASE_V1, MANIFEST_V1, load_json
+from ..schemas import CASE_V1, MANIFEST_V1, load_json, validate
 from .case import HU_RANGE, vertebra_record, write_case_json, write_nifti, write_views
 from .views import DETECTOR_PX, protocol_views
 
@@ -200,7 +200,10 @@ def run_synth(
             }
             for k in sorted(docs)
         ]
-        _write_manifest(out, cases, seed, n, levels, views, fractured, detector_px, **options)
+        write_manifest(
+            out, cases, seed, n=n, levels=levels, views=views, fractured=fractured, detector_px=detector_px,
+            options=options,
+        )  # fmt: skip
         if progress:
             bar = "#" * int(20 * len(docs) / n)
             print(f"\r[{bar:<20}] {len(docs)}/{n} cases, {time.time() - t0:.0f} s", end="", file=sys.stderr, flush=True)
@@ -229,36 +232,18 @@ def run_synth(
 
 def write_real_manifest(out: Path, doc: dict[str, Any], seed: int) -> None:
     """The manifest of a folder holding one converted real case."""
-    atomic_write_json(
-        out / "manifest.json",
-        {
-            "schema": MANIFEST_V1,
-            "seed": seed,
-            "cases": [
-                {
-                    "case_id": doc["case_id"],
-                    "path": doc["case_id"],
-                    "kind": "real",
-                    "target_levels": doc["target_levels"],
-                    "views": len(doc["views"]),
-                }
-            ],
-            "provenance": provenance(seed=seed),
-        },
-    )
-
-
-def _write_manifest(out: Path, cases, seed, n, levels, views, fractured, detector_px, **options) -> None:
-    doc = {
-        "schema": MANIFEST_V1,
-        "seed": seed,
-        "n": n,
-        "levels": levels,
-        "views": views,
-        "fractured": fractured,
-        "detector_px": detector_px,
-        "options": options,
-        "cases": cases,
-        "provenance": provenance(seed=seed),
+    case = {
+        "case_id": doc["case_id"],
+        "path": doc["case_id"],
+        "kind": "real",
+        "target_levels": doc["target_levels"],
+        "views": len(doc["views"]),
     }
+    write_manifest(out, [case], seed)
+
+
+def write_manifest(out: Path, cases: list[dict[str, Any]], seed: int, **settings: Any) -> None:
+    """``out/manifest.json`` (``spinedart.manifest/1``): the cases and the settings they were made with."""
+    doc = {"schema": MANIFEST_V1, "seed": seed, **settings, "cases": cases, "provenance": provenance(seed=seed)}
+    validate(doc, MANIFEST_V1, out / "manifest.json")
     atomic_write_json(out / "manifest.json", doc)

@@ -14,14 +14,12 @@ gives byte-identical files (JSON differs only in provenance.time_utc).
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json, atomic_write_npz
 from ..labelmaps import TOTALSEG_V2
 from ..provenance import provenance, sha256_file
 from ..schemas import CASE_V1, VIEW_LABELS_V1, validate
@@ -41,20 +39,9 @@ def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> dict[str, 
 
 
 def write_masks(path: Path, masks: np.ndarray) -> None:
-    """Bit-packed (n, H, W) masks in a zip whose member has a fixed timestamp."""
-    buf = io.BytesIO()
-    np.save(buf, np.packbits(masks.astype(bool), axis=-1))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        info = zipfile.ZipInfo("masks_packed.npy", date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        z.writestr(info, buf.getvalue())
-        shape = np.array(masks.shape, np.int64)
-        sbuf = io.BytesIO()
-        np.save(sbuf, shape)
-        info = zipfile.ZipInfo("shape.npy", date_time=(1980, 1, 1, 0, 0, 0))
-        z.writestr(info, sbuf.getvalue())
-    atomic_write_bytes(path, out.getvalue())
+    """Bit-packed (n, H, W) masks in an npz with fixed timestamps."""
+    packed = np.packbits(masks.astype(bool), axis=-1)
+    atomic_write_npz(path, {"masks_packed": packed, "shape": np.array(masks.shape, np.int64)})
 
 
 def read_masks(path: str | Path) -> np.ndarray:
@@ -64,22 +51,17 @@ def read_masks(path: str | Path) -> np.ndarray:
         return np.unpackbits(z["masks_packed"], axis=-1, count=w).astype(bool).reshape(n, h, w)
 
 
-def _vec(p: np.ndarray) -> list[float]:
-    return [round(float(x), 3) for x in p]
-
-
 def vertebra_record(level: str, annotation, target: bool, truncated: bool, fractured: bool, **extra) -> dict:
+    gt = annotation.to_dict()  # the rounding vertebra.json uses too
     return {
         "level": level,
         "label_id": TOTALSEG_V2[level],
         "target": bool(target),
         "truncated": bool(truncated),
         "fractured": bool(fractured),
-        "landmarks": {k: _vec(v) for k, v in annotation.landmarks.items()},
-        "trajectories": {s: {k: _vec(v) for k, v in t.items()} for s, t in annotation.trajectories.items()},
-        "pedicle_width_mm": {
-            s: {k: round(float(v), 3) for k, v in w.items()} for s, w in annotation.pedicle_width_mm.items()
-        },
+        "landmarks": gt["landmarks"],
+        "trajectories": gt["trajectories"],
+        "pedicle_width_mm": gt["pedicle_width_mm"],
         **extra,
     }
 

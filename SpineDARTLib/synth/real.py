@@ -67,15 +67,6 @@ def _touches_border(mask: np.ndarray) -> bool:
     )
 
 
-def _crop(mask: np.ndarray, affine: np.ndarray, margin: int = 2):
-    idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + margin + 1, mask.shape)
-    A = affine.copy()
-    A[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
-    return mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], A
-
-
 def real_case(
     case_dir: Path,
     case_id: str,
@@ -93,7 +84,7 @@ def real_case(
     and per-vertebra ground truth; views (``ort``/``random``/``both``, or ``none``) around each
     target (default: every complete T1–L5 vertebra)."""
     from ..mesh_io import write_mesh
-    from ..meshing import mesh_from_mask
+    from ..meshing import crop_to_mask, mesh_from_mask
 
     if convention not in CONVENTIONS:
         raise UserError(f"--label-ids {convention!r} is unknown", "use totalsegmentator (v2) or verse")
@@ -161,7 +152,7 @@ def real_case(
                 }
             )
             continue
-        crop, Ac = _crop(labels == present[level], A)
+        crop, Ac = crop_to_mask(labels == present[level], A)
         ann = annotate_mask(crop, Ac)
         v, f = mesh_from_mask(crop, Ac)
         mesh_path = case_dir / "meshes" / f"{level}.vtp"

@@ -139,40 +139,13 @@ def test_case_files_labels_and_masks(synth_set):
 
 def test_same_seed_same_files_and_resume(synth_set, run_cli):
     root = synth_set
-    rc, out, err = run_cli(
-        "synth",
-        "--n",
-        "1",
-        "--levels",
-        "L4",
-        "--seed",
-        "3",
-        "--fractured",
-        "1",
-        "--detector-px",
-        "96",
-        "--out",
-        root / "b",
-    )
+    same_as_a = ["synth", "--n", "1", "--levels", "L4", "--seed", "3", "--fractured", "1", "--detector-px", "96"]
+    rc, out, err = run_cli(*same_as_a, "--out", root / "b")
     assert rc == 0, err
     assert _tree_digest(root / "a") == _tree_digest(root / "b")
     case_json = root / "b" / "case_0000" / "case.json"
     before = case_json.stat().st_mtime_ns
-    rc, _, err = run_cli(
-        "synth",
-        "--n",
-        "1",
-        "--levels",
-        "L4",
-        "--seed",
-        "3",
-        "--fractured",
-        "1",
-        "--detector-px",
-        "96",
-        "--out",
-        root / "b",
-    )
+    rc, _, err = run_cli(*same_as_a, "--out", root / "b")
     assert rc == 0 and case_json.stat().st_mtime_ns == before  # resumed: the finished case is kept
 
 
