@@ -82,6 +82,25 @@ def _build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
     sy.add_argument("--targets", help="real cases: target levels for the views (default: every complete one)")
 
+    bs = sub.add_parser("build-ssm", help="build a statistical shape model from meshes, label maps or synth cases")
+    bs.add_argument(
+        "--input", type=Path,
+        help="folder (phantom outputs, label maps, level-named meshes) or a synth manifest.json",
+    )  # fmt: skip
+    bs.add_argument("--generated", type=int, default=0, metavar="N", help="also N healthy generated vertebrae")
+    bs.add_argument("--generated-seeds", type=int, default=0, metavar="START", help="their first seed (< 1000000)")
+    bs.add_argument("--levels", required=True, help="one level or a range, e.g. L2, L1-L5, T9-T12")
+    bs.add_argument("--modes", type=int, default=15, help="number of modes (default %(default)s)")
+    bs.add_argument("--out", type=Path, required=True, help="model file (.npz; its card .json is written beside)")
+    bs.add_argument("--label-ids", default="totalsegmentator", help="label maps: totalsegmentator (v2) or verse")
+    bs.add_argument("--include-abnormal", action="store_true", help="keep fractured, cemented and warped members")
+    bs.add_argument("--mesh-units", default="mm", choices=("mm", "m"), help="units of plain mesh files")
+    bs.add_argument("--iterations", type=int, default=3, help="correspondence/PCA rounds at most (default 3)")
+    bs.add_argument("--seed", type=int, default=0)
+    bs.add_argument("--template-spacing", type=float, default=2.5, help="template mesh spacing, mm (default 2.5)")
+    bs.add_argument("--cache", type=Path, help="resume cache folder (default: OUT.cache beside the model)")
+    bs.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
     si = sub.add_parser("ssm-info", help="describe a shape model (.npz + card)")
     si.add_argument("file", type=Path, help="the model's .npz (its card .json beside it)")
     si.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -195,7 +214,8 @@ def _writable_folder(path: Path, option: str = "--out") -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import VIEW_KINDS, parse_levels
+    from .anatomy.levels import parse_levels
+    from .synth import VIEW_KINDS
 
     if args.real_ct or args.case_ct or args.case_labels or args.hu_from_labels:
         return _cmd_synth_real(args)
@@ -232,7 +252,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_real(args: argparse.Namespace) -> int:
-    from .synth import VIEW_KINDS, parse_levels
+    from .anatomy.levels import parse_levels
+    from .synth import VIEW_KINDS
 
     if args.real_ct and (args.case_ct or args.case_labels):
         raise UserError("--real-ct and --case-ct/--case-labels are two different inputs", "give one of them")
@@ -283,6 +304,34 @@ def _cmd_synth_real(args: argparse.Namespace) -> int:
     skipped = [s["level"] for s in doc.get("skipped", [])]
     print(f"; skipped (no shape model): {', '.join(skipped)}" if skipped else "")
     print(f"wrote {args.out / doc['case_id']} ({len(doc['views'])} views) and {args.out / 'manifest.json'}")
+    return 0
+
+
+def _cmd_build_ssm(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from .anatomy.levels import parse_levels
+    from .labelmaps import CONVENTIONS
+
+    levels = parse_levels(args.levels)
+    if args.label_ids not in CONVENTIONS:
+        raise UserError(f"--label-ids {args.label_ids!r} is unknown", "use totalsegmentator (v2) or verse")
+    from .ssm.pipeline import build_ssm
+
+    command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = build_ssm(
+        args.input, levels, args.modes, args.out, convention=args.label_ids, include_abnormal=args.include_abnormal,
+        mesh_units=args.mesh_units, iterations=args.iterations, seed=args.seed,
+        template_spacing_mm=args.template_spacing, cache=args.cache, progress=not args.json, build_command=command,
+        generated=args.generated, generated_seeds=args.generated_seeds,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    ve = report["variance_explained_cumulative"]
+    print(f"wrote {report['model']}: {report['n_members']} members, {report['n_modes']} modes ({ve[-1]:.1%} variance)")
+    for e in report["excluded_members"]:
+        print(f"  excluded {e['name']}: residual {e['residual_mm']} mm over the quality gate")
+    if report["skipped_inputs"]:
+        print(f"  skipped {len(report['skipped_inputs'])} inputs (listed in the card)")
     return 0
 
 
@@ -340,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_bench_render(args)
         if args.command == "synth":
             return _cmd_synth(args)
+        if args.command == "build-ssm":
+            return _cmd_build_ssm(args, argv)
         if args.command == "ssm-info":
             return _cmd_ssm_info(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")

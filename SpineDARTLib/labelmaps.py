@@ -9,6 +9,7 @@ are abdominal organs or the sacrum in v2), so such maps are refused, not guessed
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,44 @@ TYPICAL_VOLUME_CM3 = dict(
         strict=True,
     )
 )
+
+
+def read_volume(path: str | Path, what: str = "volume") -> tuple[np.ndarray, np.ndarray]:
+    """A 3-D NIfTI volume and its RAS affine, or one line naming the file and what is wrong."""
+    import nibabel as nib
+
+    if not Path(path).is_file():
+        raise UserError(f"{what} file not found", f"give the path of the {what} (NIfTI)", path)
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise UserError(f"cannot read the {what} ({type(exc).__name__})", "give a readable NIfTI file", path) from exc
+    if data.ndim != 3:
+        raise UserError(f"{what} has {data.ndim} dimensions, expected 3", "give a 3-D volume", path)
+    if not np.all(np.isfinite(np.asarray(img.affine))):
+        raise UserError(f"{what} has a non-finite affine", "repair the file's header", path)
+    return data, np.asarray(img.affine, float)
+
+
+def read_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """An integer label map (int32) and its RAS affine; float maps must hold whole numbers."""
+    labels, affine = read_volume(path, "label map")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.isfinite(labels)) or not np.allclose(labels, np.round(labels)):
+            raise UserError("label map has non-integer values", "give an integer label map", path)
+        labels = np.round(labels)
+    return labels.astype(np.int32), affine
+
+
+def incomplete_reason(mask: np.ndarray, level: str, voxel_cm3: float) -> str | None:
+    """Why one vertebra's mask is not a whole vertebra (None if it is): cut by the volume border,
+    or under half the typical volume of its level."""
+    if any(np.take(mask, i, axis=ax).any() for ax in range(3) for i in (0, -1)):
+        return "touches the volume border"
+    if mask.sum() * voxel_cm3 < 0.5 * TYPICAL_VOLUME_CM3[level]:
+        return "under half the typical volume"
+    return None
 
 
 def level_of(label_id: int, convention: str = "totalsegmentator") -> str | None:

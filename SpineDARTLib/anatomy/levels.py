@@ -103,3 +103,19 @@ def default_gauge(level: str) -> int:
     if key.startswith("L"):
         return 11
     return 15 if LEVELS.index(key) < 4 else 13
+
+
+def parse_levels(text: str) -> list[str]:
+    """``T9-L2`` → T9, T10, T11, T12, L1, L2; ``L3`` → L3; ``T8,L1`` → both."""
+    out: list[str] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = (check_level(x.strip()) for x in part.split("-", 1))
+            i, j = LEVELS.index(a), LEVELS.index(b)
+            if i > j:
+                raise UserError(f"level range {part!r} runs backwards", f"write it cranial first, e.g. {b}-{a}")
+            out.extend(LEVELS[i : j + 1])
+        else:
+            out.append(check_level(part))
+    return list(dict.fromkeys(out))

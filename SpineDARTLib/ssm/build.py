@@ -9,11 +9,14 @@ the ground-truth rules on each member): they enter the PCA as extra points.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_npz
 from ..errors import UserError
 from .model import ShapeModel
 from .pca import _rigid, pca_model
@@ -23,6 +26,8 @@ CPD_BETA_MM = 12.0  # width of the coherent motion kernel
 CPD_ALPHA = 2.0
 MAX_RESIDUAL_MM = 1.5  # quality gate: mean member-to-correspondence surface distance
 CONVERGED_MM = 0.1
+# Bump when the correspondence algorithm changes: cached correspondences of older builds are void.
+ALGORITHM = "cpd-deformable/1"
 
 
 @dataclass
@@ -41,6 +46,38 @@ class Member:
         self.annotations = np.array(self.annotations, dtype=np.float64, subok=False)
         if not (np.isfinite(self.vertices).all() and np.isfinite(self.annotations).all()):
             raise UserError(f"member {self.name} has non-finite coordinates", "repair or drop that member")
+
+
+def _digest(*arrays: np.ndarray, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _cached_correspond(
+    template: tuple[np.ndarray, np.ndarray, np.ndarray], member: Member, seed: int, cache_dir: Path | None
+) -> tuple[np.ndarray, float]:
+    """:func:`correspond` with its own random stream (from the member's content, so a member's
+    correspondence does not depend on which members came before it) and, with ``cache_dir``, one
+    file per (template, member): an interrupted build resumes where it stopped."""
+    key_t = _digest(*template, extra=f"{ALGORITHM}:{seed}")[:16]
+    key_m = _digest(member.vertices, member.faces, member.annotations)[:16]
+    rng = np.random.default_rng([int(seed), int(key_m[:8], 16), int(key_t[:8], 16)])
+    path = None if cache_dir is None else Path(cache_dir) / f"{key_t}-{key_m}.npz"
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                return z["vertices"], float(z["residual"])
+        except Exception:  # a torn or foreign file: recompute and overwrite
+            pass
+    v, residual = correspond(*template, member, rng)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_npz(path, {"vertices": v, "residual": np.array(residual)})
+    return v, residual
 
 
 def _subsample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -75,7 +112,9 @@ def correspond(
     #    points it was given).
     idx = rng.choice(len(moved), min(CPD_POINTS, len(moved)), replace=False)
     target = _subsample(member.vertices, int(1.5 * CPD_POINTS), rng)
-    reg = DeformableRegistration(X=target, Y=moved[idx], alpha=CPD_ALPHA, beta=CPD_BETA_MM, max_iterations=60)
+    reg = DeformableRegistration(
+        X=target, Y=moved[idx], alpha=CPD_ALPHA, beta=CPD_BETA_MM, max_iterations=60
+    )
     reg.register()
     full = moved.copy()
     for i in range(0, len(moved), 4000):
@@ -107,11 +146,14 @@ def build_model(
     n_modes: int,
     seed: int = 0,
     iterations: int = 3,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, int, str], None] | None = None,
     card: dict | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[ShapeModel, list[dict]]:
     """The model and the list of excluded members ({name, residual_mm}). Raises when too few
-    members pass the quality gate for ``n_modes``."""
+    members pass the quality gate for ``n_modes``. The model is in the template's frame (the
+    generator's anatomical frame when the template is a generated vertebra). ``progress`` is
+    called after each member with (iteration, members done, members, message)."""
     if len(members) < n_modes + 1:
         raise UserError(f"{len(members)} members cannot give {n_modes} modes", f"give at least {n_modes + 1} members")
     tv = np.asarray(template_vertices, float)
@@ -119,13 +161,13 @@ def build_model(
     tf = np.asarray(template_faces, np.int64)
     model = None
     excluded: list[dict] = []
+    reference = np.vstack([tv, ta])
     for it in range(iterations):
-        rng = np.random.default_rng([int(seed), it])
         rows, levels, excluded = [], [], []
         for k, m in enumerate(members):
-            v, residual = correspond(tv, tf, ta, m, rng)
+            v, residual = _cached_correspond((tv, tf, ta), m, seed, cache_dir)
             if progress:
-                progress(f"iteration {it + 1}: {k + 1}/{len(members)} {m.name} residual {residual:.2f} mm")
+                progress(it + 1, k + 1, len(members), f"{m.name} residual {residual:.2f} mm")
             if residual > MAX_RESIDUAL_MM:
                 excluded.append({"name": m.name, "residual_mm": round(residual, 3)})
                 continue
@@ -137,13 +179,15 @@ def build_model(
                 "check the excluded members' meshes, or ask for fewer modes",
             )
         new = pca_model(
-            np.stack(rows), template_faces, template_labels, len(tv), annotation_names, levels, n_modes, card=card
-        )
+            np.stack(rows), template_faces, template_labels, len(tv), annotation_names, levels, n_modes,
+            card=card, reference=reference,
+        )  # fmt: skip
         moved = np.inf if model is None else float(np.abs(new.mean[: len(tv)] - model.mean[: len(tv)]).max())
         model = new
-        # The next round registers the current mean (in the first member's frame) instead.
+        # The next round registers the current mean instead.
         tv = model.mean[: len(tv)]
         ta = model.mean[model.annotation_slice]
+        model.card.update(iterations_run=it + 1, mean_change_mm=None if np.isinf(moved) else round(moved, 4))
         if moved < CONVERGED_MM:
             break
     model.card["excluded_members"] = excluded

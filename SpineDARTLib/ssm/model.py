@@ -27,6 +27,17 @@ ANNOTATIONS = (
 )  # fmt: skip
 
 
+def annotation_array(landmarks: dict, trajectories: dict) -> np.ndarray:
+    """The annotation points (A, 3) in :data:`ANNOTATIONS` order, from the landmark and trajectory
+    dictionaries of an annotation (``vertebra.json``, ``case.json`` or an ``Annotation``)."""
+    rows = [landmarks[k] for k in ANNOTATIONS[:10]]
+    rows += [trajectories[side][point] for side in ("left", "right") for point in ("entry", "target")]
+    a = np.asarray(rows, dtype=np.float64)
+    if a.shape != (len(ANNOTATIONS), 3) or not np.all(np.isfinite(a)):
+        raise ValueError("annotation points are incomplete or not finite")
+    return a
+
+
 @dataclass
 class ShapeModel:
     mean: np.ndarray  # (N, 3) mm: surface | annotations | interior
@@ -134,11 +145,12 @@ class ShapeModel:
     def interior(self, points: np.ndarray) -> np.ndarray:
         return points[self.interior_slice]
 
-    def project(self, points: np.ndarray, n_modes: int | None = None) -> np.ndarray:
-        """Least-squares coefficients (σ units) of a point set in correspondence with the
-        surface+annotation block, with no pose (the model's own frame)."""
+    def project(self, points: np.ndarray, n_modes: int | None = None, surface_only: bool = False) -> np.ndarray:
+        """Least-squares coefficients (σ units) of a point set in correspondence with the model,
+        with no pose (the model's own frame): from the surface and annotation points, or from the
+        surface alone (``surface_only``: the annotations are then predicted, not given)."""
         k = self.n_modes if n_modes is None else int(n_modes)
-        sa = slice(0, self.n_surface + self.n_annotations)
+        sa = slice(0, self.n_surface) if surface_only else slice(0, self.n_surface + self.n_annotations)
         A = (self.modes[:k, sa] * self.std[:k, None, None]).reshape(k, -1).T
         r = (np.asarray(points, float)[sa] - self.mean[sa]).reshape(-1)
         b, *_ = np.linalg.lstsq(A, r, rcond=None)

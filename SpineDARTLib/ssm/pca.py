@@ -49,8 +49,11 @@ def pca_model(
     n_modes: int,
     interior_spacing_mm: float = 1.5,
     card: dict | None = None,
+    reference: np.ndarray | None = None,
 ) -> ShapeModel:
-    """PCA of members (M, V + A, 3) whose rows correspond (surface vertices, then annotations)."""
+    """PCA of members (M, V + A, 3) whose rows correspond (surface vertices, then annotations).
+    With ``reference`` (V + A, 3), the model is placed rigidly onto it (e.g. the template's
+    anatomical frame); otherwise it stays in the first member's frame."""
     from ..render.gaussians import interior_points
 
     x = np.asarray(members, np.float64)
@@ -64,6 +67,9 @@ def pca_model(
     if len(member_levels) != m:
         raise UserError("one level per member is needed", "give the members' levels")
     aligned = rigid_gpa(x)
+    if reference is not None:
+        R, t = _rigid(aligned.mean(0), np.asarray(reference, np.float64))
+        aligned = aligned @ R.T + t
     mean = aligned.mean(0)
     dev = (aligned - mean).reshape(m, -1)
     _, s, vt = np.linalg.svd(dev, full_matrices=False)

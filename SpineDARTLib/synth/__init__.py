@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from ..anatomy.levels import LEVELS, check_level
 from ..atomic import atomic_write_json
 from ..errors import UserError
 from ..provenance import provenance, sha256_file
@@ -19,22 +18,6 @@ from .case import HU_RANGE, vertebra_record, write_case_json, write_nifti, write
 from .views import DETECTOR_PX, protocol_views
 
 VIEW_KINDS = ("ort", "random", "both")
-
-
-def parse_levels(text: str) -> list[str]:
-    """``T9-L2`` → T9, T10, T11, T12, L1, L2; ``L3`` → L3; ``T8,L1`` → both."""
-    out: list[str] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = (check_level(x.strip()) for x in part.split("-", 1))
-            i, j = LEVELS.index(a), LEVELS.index(b)
-            if i > j:
-                raise UserError(f"level range {part!r} runs backwards", f"write it cranial first, e.g. {b}-{a}")
-            out.extend(LEVELS[i : j + 1])
-        else:
-            out.append(check_level(part))
-    return list(dict.fromkeys(out))
 
 
 def synthetic_case(

@@ -17,30 +17,13 @@ import numpy as np
 from ..anatomy.landmarks import annotate_mask
 from ..anatomy.levels import LEVELS
 from ..errors import UserError
-from ..labelmaps import CONVENTIONS, TOTALSEG_V2, TYPICAL_VOLUME_CM3, vertebra_levels
+from ..labelmaps import CONVENTIONS, TOTALSEG_V2, incomplete_reason, read_label_map, read_volume, vertebra_levels
 from ..provenance import sha256_file
 from .case import HU_RANGE, vertebra_record, write_case_json, write_nifti, write_views
 from .views import DETECTOR_PX, protocol_views
 
 CORTEX_MM = 1.0
 SYNTHETIC_HU = {"soft_tissue": 40.0, "cortical": 1200.0, "cancellous": 250.0}
-
-
-def _load(path: Path, what: str):
-    import nibabel as nib
-
-    if not Path(path).is_file():
-        raise UserError(f"{what} file not found", f"give the path of the {what} (NIfTI)", path)
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise UserError(f"cannot read the {what} ({type(exc).__name__})", "give a readable NIfTI file", path) from exc
-    if data.ndim != 3:
-        raise UserError(f"{what} has {data.ndim} dimensions, expected 3", "give a 3-D volume", path)
-    if not np.all(np.isfinite(np.asarray(img.affine))):
-        raise UserError(f"{what} has a non-finite affine", "repair the file's header", path)
-    return data, np.asarray(img.affine, float)
 
 
 def hu_from_labels(labels: np.ndarray, affine: np.ndarray, vertebra_ids: list[int]) -> np.ndarray:
@@ -54,17 +37,6 @@ def hu_from_labels(labels: np.ndarray, affine: np.ndarray, vertebra_ids: list[in
     hu = np.full(labels.shape, SYNTHETIC_HU["soft_tissue"], np.float32)
     hu[bone] = np.where(depth[bone] <= CORTEX_MM, SYNTHETIC_HU["cortical"], SYNTHETIC_HU["cancellous"])
     return hu
-
-
-def _touches_border(mask: np.ndarray) -> bool:
-    return bool(
-        mask[0].any()
-        or mask[-1].any()
-        or mask[:, 0].any()
-        or mask[:, -1].any()
-        or mask[:, :, 0].any()
-        or mask[:, :, -1].any()
-    )
 
 
 def real_case(
@@ -90,17 +62,12 @@ def real_case(
         raise UserError(f"--label-ids {convention!r} is unknown", "use totalsegmentator (v2) or verse")
     if ct_path is None and not synthetic_hu:
         raise UserError("no CT given", "give --case-ct CT, or --hu-from-labels to synthesise HU from the labels")
-    labels, A = _load(labels_path, "label map")
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.allclose(labels, np.round(labels)):
-            raise UserError("label map has non-integer values", "give an integer label map", labels_path)
-        labels = np.round(labels)
-    labels = labels.astype(np.int32)
+    labels, A = read_label_map(labels_path)
     present = vertebra_levels(labels, A, convention, source=str(labels_path))
     if synthetic_hu:
         hu = hu_from_labels(labels, A, list(present.values()))
     else:
-        hu, A_ct = _load(ct_path, "CT")
+        hu, A_ct = read_volume(ct_path, "CT")
         if hu.shape != labels.shape or not np.allclose(A_ct, A, atol=1e-3):
             raise UserError(
                 f"CT grid {hu.shape} does not match the label map's {labels.shape} (or their affines differ)",
@@ -119,12 +86,7 @@ def real_case(
             skipped.append({"level": level, "reason": "no shape model (cervical)"})
             continue
         out_labels[mask] = TOTALSEG_V2[level]
-        if _touches_border(mask):
-            status[level] = "touches the volume border"
-        elif mask.sum() * voxel_cm3 < 0.5 * TYPICAL_VOLUME_CM3[level]:
-            status[level] = "under half the typical volume"
-        else:
-            status[level] = None
+        status[level] = incomplete_reason(mask, level, voxel_cm3)
     complete = [lv for lv, why in status.items() if why is None]
     if targets is not None:
         missing = [t for t in targets if t not in complete]

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from SpineDARTLib.anatomy.levels import parse_levels
 from SpineDARTLib.beads import detect_beads
 from SpineDARTLib.schemas import CASE_V1, MANIFEST_V1, VIEW_LABELS_V1, load_json
-from SpineDARTLib.synth import parse_levels, run_synth
+from SpineDARTLib.synth import run_synth
 from SpineDARTLib.synth.case import read_masks
 from SpineDARTLib.synth.views import protocol_views, render_drr
 
