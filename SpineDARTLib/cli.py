@@ -102,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
     si = sub.add_parser("ssm-info", help="describe a shape model (.npz + card)")
-    si.add_argument("file", type=Path, help="the model's .npz (its card .json beside it)")
+    si.add_argument("file", help="a model's .npz (card beside it), or a shipped model's level or region (L3, L1-L5)")
     si.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
@@ -336,10 +336,14 @@ def _cmd_build_ssm(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 
 def _cmd_ssm_info(args: argparse.Namespace) -> int:
-    from .ssm import load_model
+    from .ssm import bundled_model_path, load_model
 
-    m = load_model(args.file)
+    path = Path(args.file)
+    if not path.suffix and not path.exists():  # a level or region: the shipped model
+        path = bundled_model_path(args.file)
+    m = load_model(path)
     info = {
+        "file": str(path),
         "levels": list(m.levels),
         "n_vertices": m.n_surface,
         "n_members": int(m.card["n_members"]),
@@ -354,7 +358,7 @@ def _cmd_ssm_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info))
         return 0
-    print(f"{args.file}: levels {', '.join(info['levels'])}, {info['n_members']} members, {info['n_modes']} modes")
+    print(f"{path}: levels {', '.join(info['levels'])}, {info['n_members']} members, {info['n_modes']} modes")
     ve = info["variance_explained_cumulative"]
     n_ann = len(info["annotations"])
     print(f"  {info['n_vertices']} surface vertices, {info['n_interior']} interior points, {n_ann} annotations")

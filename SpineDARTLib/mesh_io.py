@@ -98,7 +98,7 @@ def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f = numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3).astype(np.int64)
         else:
             m = trimesh.load(str(path), force="mesh", process=False)
-            m.merge_vertices()
+            m.merge_vertices(merge_tex=True, merge_norm=True)
             v, f = np.asarray(m.vertices, float), np.asarray(m.faces, np.int64)
             space = _header_space(path)
     except UserError:

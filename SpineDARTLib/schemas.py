@@ -4,7 +4,8 @@ Each format has an id ``spinedart.<name>/<version>`` stored in the file's ``"sch
 ``xray-geometry/1`` (the X-ray sidecar), ``bead-phantom/1`` (a bead phantom's ground truth),
 ``vertebra/1`` (a generated vertebra: parameters, landmarks, trajectories, files), ``case/1`` (a
 CT-like case: volume, vertebra labels, per-vertebra ground truth, views), ``view-labels/1`` (one
-view's 2-D labels), ``manifest/1`` (a set of cases), ``ssm-card/1`` (a shape model's card).
+view's 2-D labels), ``manifest/1`` (a set of cases), ``ssm-card/1`` (a shape model's card),
+``landmarks-2d/1`` (2-D vertebra landmarks and centroids per view: the fit's initialisation input).
 The landmark, case, plan-report and worker-message formats are added here as they are built.
 """
 
@@ -30,6 +31,7 @@ CASE_V1 = "spinedart.case/1"
 VIEW_LABELS_V1 = "spinedart.view-labels/1"
 MANIFEST_V1 = "spinedart.manifest/1"
 SSM_CARD_V1 = "spinedart.ssm-card/1"
+LANDMARKS_2D_V1 = "spinedart.landmarks-2d/1"
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     XRAY_GEOMETRY_V1: {
@@ -236,6 +238,54 @@ _SCHEMAS[SSM_CARD_V1] = {
         "input_hashes": {"type": "array"},
         "build_command": {"type": ["string", "null"]},
         "arrays_sha256": {"type": "string"},
+        "provenance": {"type": "object"},
+    },
+}
+
+_UV_POINT = {
+    "type": "object",
+    "required": ["uv"],
+    "additionalProperties": False,
+    "properties": {"uv": _VEC2, "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+}
+_SCHEMAS[LANDMARKS_2D_V1] = {
+    "type": "object",
+    "required": ["schema", "views"],
+    "properties": {
+        "schema": {"const": LANDMARKS_2D_V1},
+        # One entry per X-ray, in the order the X-rays are given (``image`` names it, optionally).
+        "views": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["vertebrae"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "image": {"type": "string"},
+                    "vertebrae": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["level"],
+                            "properties": {
+                                "level": {"type": "string"},
+                                # The instance's 2-D centroid (its mask's centre): the backup init.
+                                "centroid": _UV_POINT,
+                                "landmarks": {
+                                    "type": "object",
+                                    "propertyNames": {
+                                        "enum": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"]
+                                    },
+                                    "additionalProperties": _UV_POINT,
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "source": {"type": "string"},
         "provenance": {"type": "object"},
     },
 }

@@ -58,7 +58,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for level in ("L1", "L2", "L3", "L4", "L5"):
         m = trimesh.load(args.data / "vhp-lumbar" / f"{level}.obj", process=False)
-        m.merge_vertices()
+        m.merge_vertices(merge_tex=True, merge_norm=True)
         v, f = np.asarray(m.vertices) * 1000.0, np.asarray(m.faces)
         write_mesh(args.out / f"vhp_{level}.vtp", v, f)
         print(f"vhp_{level}: {len(v)} vertices, handedness {handedness(v, f):+.2f}")

@@ -149,11 +149,14 @@ def build_model(
     progress: Callable[[int, int, int, str], None] | None = None,
     card: dict | None = None,
     cache_dir: Path | None = None,
+    details: dict | None = None,
 ) -> tuple[ShapeModel, list[dict]]:
     """The model and the list of excluded members ({name, residual_mm}). Raises when too few
     members pass the quality gate for ``n_modes``. The model is in the template's frame (the
     generator's anatomical frame when the template is a generated vertebra). ``progress`` is
-    called after each member with (iteration, members done, members, message)."""
+    called after each member with (iteration, members done, members, message). ``details``, if
+    given, receives the last round's corresponded members (``rows``, ``names``, ``levels``): the
+    quality report's leave-one-out and specificity work on them."""
     if len(members) < n_modes + 1:
         raise UserError(f"{len(members)} members cannot give {n_modes} modes", f"give at least {n_modes + 1} members")
     tv = np.asarray(template_vertices, float)
@@ -163,7 +166,7 @@ def build_model(
     excluded: list[dict] = []
     reference = np.vstack([tv, ta])
     for it in range(iterations):
-        rows, levels, excluded = [], [], []
+        rows, levels, names, excluded = [], [], [], []
         for k, m in enumerate(members):
             v, residual = _cached_correspond((tv, tf, ta), m, seed, cache_dir)
             if progress:
@@ -173,6 +176,7 @@ def build_model(
                 continue
             rows.append(np.vstack([v, m.annotations]))
             levels.append(m.level)
+            names.append(m.name)
         if len(rows) < n_modes + 1:
             raise UserError(
                 f"only {len(rows)} members passed the {MAX_RESIDUAL_MM} mm quality gate",
@@ -191,4 +195,6 @@ def build_model(
         if moved < CONVERGED_MM:
             break
     model.card["excluded_members"] = excluded
+    if details is not None:
+        details.update(rows=np.stack(rows), names=names, levels=levels)
     return model, excluded

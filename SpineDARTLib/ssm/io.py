@@ -13,9 +13,13 @@ from ..atomic import atomic_write_json, atomic_write_npz
 from ..errors import UserError
 from ..provenance import provenance, sha256_file
 from ..schemas import SSM_CARD_V1, load_json, validate
-from .model import ShapeModel
+from .model import ShapeModel, interior_modes
 
-_ARRAYS = ("mean", "modes", "std", "faces", "part_labels", "interior_density")
+_ARRAYS = ("mean", "modes", "std", "faces", "part_labels", "interior_points", "interior_density")
+# The interior points' modes are not stored: they are derived from the surface modes on load, by the
+# same function the builder uses (so a loaded model equals the built one). That keeps a model file
+# at ~1.5 MB instead of ~8 MB.
+_INTERIOR_MODES = "derived on load: inverse-distance weights of the 8 nearest mean-surface vertices"
 
 
 def card_path(model_path: str | Path) -> Path:
@@ -28,7 +32,16 @@ def save_model(model: ShapeModel, path: str | Path) -> Path:
     path = Path(path)
     if not path.name.endswith(".npz"):
         raise UserError("a shape model file must end in .npz", "name it e.g. lumbar.npz", path)
-    arrays = {name: np.asarray(getattr(model, name)) for name in _ARRAYS}
+    sa = slice(0, model.n_surface + model.n_annotations)
+    arrays = {
+        "mean": model.mean[sa],
+        "modes": model.modes[:, sa],
+        "std": model.std,
+        "faces": model.faces,
+        "part_labels": model.part_labels,
+        "interior_points": model.mean[model.interior_slice],
+        "interior_density": model.interior_density,
+    }
     arrays["level_mean_coeffs"] = np.array([model.level_mean_coeffs[lv] for lv in model.levels])
     atomic_write_npz(path, arrays)
     card: dict[str, Any] = {
@@ -40,6 +53,7 @@ def save_model(model: ShapeModel, path: str | Path) -> Path:
         "n_modes": model.n_modes,
         "annotations": list(model.annotation_names),
         "n_interior": len(model.interior_density),
+        "interior_modes": _INTERIOR_MODES,
         "arrays_sha256": sha256_file(path),
         "provenance": model.card.get("provenance") or provenance(seed=model.card.get("seed")),
     }
@@ -66,16 +80,36 @@ def load_model(path: str | Path) -> ShapeModel:
     except Exception as exc:  # a damaged zip raises several types
         raise UserError(f"cannot read the shape model ({type(exc).__name__})", "rebuild the model", path) from exc
     levels = tuple(card["levels"])
+    n_surface = int(card["n_surface"])
+    try:
+        inner = interior_modes(arrays["mean"][:n_surface], arrays["modes"][:, :n_surface], arrays["interior_points"])
+    except (ValueError, IndexError) as exc:
+        raise UserError("shape model arrays are inconsistent", "rebuild the model", path) from exc
     return ShapeModel(
-        mean=arrays["mean"],
-        modes=arrays["modes"],
+        mean=np.vstack([arrays["mean"], arrays["interior_points"]]),
+        modes=np.concatenate([arrays["modes"], inner], axis=1),
         std=arrays["std"],
         faces=arrays["faces"],
         part_labels=arrays["part_labels"],
-        n_surface=int(card["n_surface"]),
+        n_surface=n_surface,
         annotation_names=tuple(card["annotations"]),
         interior_density=arrays["interior_density"],
         levels=levels,
         level_mean_coeffs=dict(zip(levels, arrays["level_mean_coeffs"], strict=True)),
         card=card,
     )
+
+
+def bundled_model_path(level_or_region: str) -> Path:
+    """The shipped model of a level (``L3``) or region (``L1-L5``): ``Resources/ssm/REGION.npz``."""
+    from ..anatomy.levels import REGIONS, region_of
+    from ..resources import resource_path
+
+    key = str(level_or_region).strip().upper()
+    region = key if key in REGIONS else region_of(key)
+    return resource_path("ssm", f"{region}.npz")
+
+
+def load_bundled(level_or_region: str) -> ShapeModel:
+    """The shipped regional model covering a level (or named by its region)."""
+    return load_model(bundled_model_path(level_or_region))

@@ -81,7 +81,10 @@ def pca_model(
     surface_mean = mean[:n_surface]
     pts, dens = interior_points(surface_mean, faces, interior_spacing_mm)
     inner_modes = interior_modes(surface_mean, modes[:, :n_surface], pts)
-    levels = tuple(sorted(set(member_levels), key=list(member_levels).index))
+    from ..anatomy.levels import LEVELS
+
+    # Cranial to caudal (levels outside the table, if any, after them in order of appearance).
+    levels = tuple(sorted(set(member_levels), key=lambda lv: (LEVELS.index(lv) if lv in LEVELS else 99, lv)))
     level_means = {lv: coeffs[[i for i, ml in enumerate(member_levels) if ml == lv]].mean(0) for lv in levels}
     c = dict(card or {})
     c.update(

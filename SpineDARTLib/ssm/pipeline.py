@@ -148,13 +148,19 @@ def build_ssm(
         "build_command": build_command,
         "provenance": provenance(seed=seed),
     }
+    details: dict[str, Any] = {}
     model, excluded = build_model(
         members, tv, tf, tl, ta, ANNOTATIONS, n_modes, seed=seed, iterations=iterations, card=card,
-        cache_dir=cache / "correspondences",
+        cache_dir=cache / "correspondences", details=details,
         progress=lambda it, done, total, note: bar(f"iteration {it}", done, total, note),
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, out)
+    # The corresponded members themselves (not shipped): what the quality report works on.
+    atomic_write_npz(
+        cache / "members_in_correspondence.npz",
+        {"rows": details["rows"], "names": np.array(details["names"]), "levels": np.array(details["levels"])},
+    )
     return {
         "model": str(out),
         "levels": list(model.levels),

@@ -44,7 +44,7 @@ def real_meshes() -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
         out["VHP"] = {}
         for level in ("L1", "L2", "L3", "L4", "L5"):
             m = trimesh.load(vhp / f"{level}.obj", process=False)
-            m.merge_vertices()
+            m.merge_vertices(merge_tex=True, merge_norm=True)
             out["VHP"][level] = (np.asarray(m.vertices) * 1000.0, np.asarray(m.faces))
     cl = DATA / "clouthier-mean-lumbar"
     if cl.is_dir():

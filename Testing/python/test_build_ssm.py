@@ -83,14 +83,26 @@ def test_build_ssm_cli_card_info_and_resume(inputs, tmp_path, run_cli):
     # Resume: every member and correspondence is cached; the same command gives the same bytes
     # and rewrites no cache file.
     cache = out.with_name("l23.cache")
-    files = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")}
+    files = {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")}
     assert len([p for p in files if p.parent.name == "members"]) == 6
     assert len([p for p in files if p.parent.name == "correspondences"]) == 6
     sha = card["arrays_sha256"]
     rc, _, err = run_cli(*args, "--template-spacing", "3")
     assert rc == 0, err
     assert json.loads(out.with_suffix(".json").read_text())["arrays_sha256"] == sha
-    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npz")} == files
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")} == files
+    assert (cache / "members_in_correspondence.npz").is_file()  # for the quality report
+
+
+def test_generated_members_are_named_hashed_and_deterministic():
+    from SpineDARTLib.ssm.members import generated_sources
+
+    a = generated_sources(["L2", "L3"], 4, 10)
+    assert [s.name for s in a] == [f"generated/L{2 + i % 2}-seed{10 + i}" for i in range(4)]
+    assert [s.sha256 for s in a] == [s.sha256 for s in generated_sources(["L2", "L3"], 4, 10)]
+    assert len({s.sha256 for s in a}) == 4
+    m = load_member(a[1])
+    assert m.level == "L3" and m.annotations.shape == (14, 3)
 
 
 def test_verse_label_map_and_metre_meshes(tmp_path):
@@ -128,6 +140,8 @@ def _open_mesh(path: Path) -> None:
         ("few", ["--levels", "L3-L1"], "runs backwards"),
         ("few", ["--label-ids", "ts1"], "--label-ids"),
         ("corrupt", [], "does not match its vertebra.json"),
+        ("few", ["--generated", "3", "--generated-seeds", "999999"], "reserved for benchmarks"),
+        ("nothing", ["--input", None], "no members given"),
     ],
 )
 def test_build_ssm_bad_input(tmp_path, run_cli, setup, extra, match):
@@ -151,7 +165,8 @@ def test_build_ssm_bad_input(tmp_path, run_cli, setup, extra, match):
         _phantoms(d, "L5", [1])
     args = {"--input": str(d), "--levels": "L1-L4", "--out": str(tmp_path / "m.npz"), "--modes": "1"}
     for k, v in zip(extra[::2], extra[1::2], strict=True):
-        args[k] = v if k != "--input" else str(tmp_path / v)
+        args[k] = v if k != "--input" else (None if v is None else str(tmp_path / v))
+    args = {k: v for k, v in args.items() if v is not None}
     rc, out, err = run_cli("build-ssm", *[x for kv in args.items() for x in kv])
     assert rc == 2 and out == "", err
     assert err.count("\n") == 1 and match in err and "Traceback" not in err, err

@@ -27,6 +27,7 @@ RANK = {
     "render": 4,
     "ssm": 4,
     "drr": 5,
+    "fit": 5,
     "synth": 6,
     "mrml": 8,
     "demo": 9,

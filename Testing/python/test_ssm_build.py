@@ -52,13 +52,10 @@ def built():
 
 
 def _fit(model, member):
-    """Fit the model to a vertebra in 3D from its surface alone: correspondences by registration,
-    then the least-squares coefficients of the surface points; the annotations are predicted."""
-    v, _ = correspond(model.mean[: model.n_surface], model.faces, model.mean[model.annotation_slice], member,
-                      np.random.default_rng(0))  # fmt: skip
-    R, t = _rigid(v, model.mean[: model.n_surface])
-    fit = model.instance(model.project(v @ R.T + t, surface_only=True))[: model.n_surface + model.n_annotations]
-    return (fit - t) @ R  # back in the member's frame
+    """Fit in 3D from the surface alone (the annotations are predicted)."""
+    from SpineDARTLib.ssm.fit3d import fit_surface
+
+    return fit_surface(model, member)
 
 
 def test_quality_gate_excludes_a_non_vertebra(built):

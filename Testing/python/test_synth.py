@@ -222,3 +222,23 @@ def test_randomised_detector_sizes():
     assert len(sizes) == 4 and all(200.0 <= s <= 300.0 for s in sizes)  # one size per pair
     plain = protocol_views(np.zeros(3), np.random.default_rng(2), "ort", px=64)
     assert all(v.carm.pixel_spacing_mm[0] * 64 == pytest.approx(300.0) for v in plain)
+
+
+def test_synth_cases_are_shape_model_members(synth_set):
+    """build-ssm reads a synth folder: every whole, healthy vertebra with the annotations from
+    case.json; the fractured target is skipped (kept with include_abnormal)."""
+    from SpineDARTLib.anatomy.levels import LEVELS
+    from SpineDARTLib.ssm.members import discover, load_member
+
+    found = discover(synth_set / "a", list(LEVELS))
+    case = load_json(synth_set / "a" / "case_0000" / "case.json", CASE_V1)
+    healthy = [v["level"] for v in case["vertebrae"] if not (v["fractured"] or v.get("out_of_family"))]
+    assert sorted(s.level for s in found.sources) == sorted(healthy)
+    assert [s["name"] for s in found.skipped if "fractured" in s["reason"]] == ["case_0000/L4"]
+    kept = discover(synth_set / "a" / "manifest.json", ["L4"], include_abnormal=True)
+    assert [s.name for s in kept.sources] == ["case_0000/L4"]
+    m = load_member(found.sources[0])
+    rec = next(v for v in case["vertebrae"] if v["level"] == found.sources[0].level)
+    assert np.allclose(m.annotations[0], rec["landmarks"]["BC"])
+    # The mesh is in the case's frame, where its annotations are.
+    assert np.linalg.norm(m.vertices.mean(0) - np.array(rec["landmarks"]["BC"])) < 25.0
