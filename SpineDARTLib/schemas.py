@@ -115,9 +115,11 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The 10 vertebral landmarks (anatomy.landmarks.LANDMARKS; this module sits below anatomy).
+_LANDMARK_NAMES = ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"]
 _LANDMARKS = {
     "type": "object",
-    "required": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"],
+    "required": _LANDMARK_NAMES,
     "additionalProperties": _VEC3,
 }
 _TRAJECTORIES = {
@@ -274,9 +276,7 @@ _SCHEMAS[LANDMARKS_2D_V1] = {
                                 "centroid": _UV_POINT,
                                 "landmarks": {
                                     "type": "object",
-                                    "propertyNames": {
-                                        "enum": ["BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM"]
-                                    },
+                                    "propertyNames": {"enum": _LANDMARK_NAMES},
                                     "additionalProperties": _UV_POINT,
                                 },
                             },

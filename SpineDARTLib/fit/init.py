@@ -117,11 +117,11 @@ def initialise(
         # The landmark block of the (σ-scaled) modes: Y(b) = Y(b_level) + A (b − b_level).
         A = (model.modes[:, ann][:, idx] * model.std[:, None, None]).reshape(model.n_modes, -1).T
         b = b_level.copy()
+        lam = noise_mm**2
         for _ in range(20):
             Yb = Y0 + (A @ (b - b_level)).reshape(-1, 3)
             R, t = _rigid(Yb, X)
             target = ((X - t) @ R - Y0).reshape(-1)  # X in the model frame, minus the level mean
-            lam = noise_mm**2
             step = np.linalg.solve(A.T @ A + lam * np.eye(model.n_modes), A.T @ target)
             moved = float(np.abs(b - (b_level + step)).max())
             b = b_level + step

@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..anatomy.landmarks import LANDMARKS
 from ..errors import UserError
 
-ANNOTATIONS = (
-    "BC", "SEC", "IEC", "PCL", "PCR", "SPT", "TPL", "TPR", "VAP", "PWM",
-    "left_entry", "left_target", "right_entry", "right_target",
-)  # fmt: skip
+ANNOTATIONS = (*LANDMARKS, "left_entry", "left_target", "right_entry", "right_target")
 
 
 def annotation_array(landmarks: dict, trajectories: dict) -> np.ndarray:
