@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .bench.sets import DEFAULT_N, RESERVED_SEED, SETS, check_seed
 from .errors import EXIT_USER_ERROR, UserError
 
 
@@ -104,6 +105,20 @@ def _build_parser() -> argparse.ArgumentParser:
     si = sub.add_parser("ssm-info", help="describe a shape model (.npz + card)")
     si.add_argument("file", help="a model's .npz (card beside it), or a shipped model's level or region (L3, L1-L5)")
     si.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    be = sub.add_parser("bench", help="fit accuracy benchmark (protocol p1): synthetic sets, the real CT, a case")
+    be.add_argument("--set", choices=SETS, help="which set (optional with --case-labels)")
+    be.add_argument("--case-ct", type=Path, help="a user CT (NIfTI) with --case-labels")
+    be.add_argument("--case-labels", type=Path, help="its vertebra label map (NIfTI)")
+    be.add_argument("--label-ids", default="totalsegmentator", help="totalsegmentator (v2) or verse")
+    be.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
+    be.add_argument("--init", default="gt-noisy", help="gt-noisy (oracle evidence, default) or auto (detector)")
+    be.add_argument("--method", default="both", help="fit, ncc (the paper's baseline) or both (default)")
+    be.add_argument("--n", type=int, help=f"vertebrae (synthetic default {DEFAULT_N}; real: first N targets)")
+    be.add_argument("--seed", type=int, default=RESERVED_SEED, help="scene seed (>= 1000000; default %(default)s)")
+    be.add_argument("--work", type=Path, help="where generated cases are kept (default ~/.cache/spinedart/bench)")
+    be.add_argument("--out", type=Path, help="results folder (default bench-results/SET-SEED)")
+    be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
     demo = sub.add_parser("demo", help="run the demo on the bundled case")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
@@ -366,6 +381,68 @@ def _cmd_ssm_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+
+    case_given = args.case_labels is not None or args.case_ct is not None
+    if args.set is None and not case_given:
+        raise UserError("no set given", f"add --set ({', '.join(SETS)}) or --case-labels LABELS.nii.gz")
+    if args.set is not None and case_given:
+        raise UserError("--set and --case-ct/--case-labels are two different inputs", "give one of them")
+    if case_given:
+        if args.case_labels is None:
+            raise UserError("--case-ct needs --case-labels (its vertebra label map)", "add --case-labels LABELS.nii.gz")
+        if args.case_ct is None and not args.hu_from_labels:
+            raise UserError("no CT given", "add --case-ct CT.nii.gz, or --hu-from-labels to synthesise HU")
+        if args.case_ct is not None and args.hu_from_labels:
+            raise UserError("--hu-from-labels replaces the CT", "drop --case-ct, or drop --hu-from-labels")
+        for f in (args.case_labels, args.case_ct):
+            if f is not None and not f.is_file():
+                raise UserError("file not found", "check the path", f)
+    if args.label_ids not in ("totalsegmentator", "verse"):
+        raise UserError(f"--label-ids {args.label_ids!r} is unknown", "use totalsegmentator (v2) or verse")
+    if args.init == "auto":
+        raise UserError("--init auto needs the vertebra detector, which is not built yet", "use --init gt-noisy")
+    if args.init != "gt-noisy":
+        raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy (or auto once the detector exists)")
+    methods = {"fit": ["fit"], "ncc": ["ncc"], "both": ["fit", "ncc"]}.get(args.method)
+    if methods is None:
+        raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc or both")
+    if args.n is not None and args.n <= 0:
+        raise UserError(f"--n {args.n} must be positive", "give e.g. --n 20")
+    check_seed(args.seed)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spinedart" / "bench"
+    work = args.work or cache
+    out = args.out or Path("bench-results") / f"{args.set or 'case'}-{args.seed}"
+    _writable_folder(work, "--work")
+    _writable_folder(out)
+    from .bench.run import run_benchmark
+
+    case = None
+    if case_given:
+        case = {
+            "labels": args.case_labels,
+            "ct": args.case_ct,
+            "convention": args.label_ids,
+            "hu_from_labels": args.hu_from_labels,
+        }
+    summary = run_benchmark(args.set, args.n, args.seed, methods, work, out, case, args.init)
+    s = summary
+    print(
+        f"{s['set']} ({s['init']}, seed {s['seed']}): {s['n_vertebrae']} fits, {s['n_failed']} failed, "
+        f"Dice {s['dice_mean']:.3f} (accepted {s['dice_mean_accepted'] or 0:.3f}), "
+        f"ASSD {s['assd_mean'] or float('nan'):.2f} mm, HD95 {s['hd95_mean'] or float('nan'):.2f} mm, "
+        f"{s['sec_per_vertebra']:.1f} s per vertebra"
+    )
+    if "baseline_ncc" in s:
+        b = s["baseline_ncc"]
+        print(f"NCC baseline: Dice {b['dice_mean']:.3f}, {b['n_failed']} failed, ASSD {b['assd_mean'] or 0:.2f} mm")
+    print(f"wrote {out / 'summary.json'}, {out / 'records.jsonl'} and box plots")
+    if args.json:
+        print(json.dumps(summary, allow_nan=False, default=float))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError("exists and is not a folder", "give a folder for --out", args.out)
@@ -397,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_build_ssm(args, argv)
         if args.command == "ssm-info":
             return _cmd_ssm_info(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

@@ -114,6 +114,11 @@ def _stencil(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, spacin
     return arr.reshape(tuple(int(n) for n in shape[::-1])).transpose(2, 1, 0) > 0
 
 
+def inside_grid(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, spacing: float, shape) -> np.ndarray:
+    """Binary occupancy (bool, ``shape``) of a closed mesh on the grid origin + spacing·(i, j, k)."""
+    return _stencil(np.asarray(vertices, float), np.asarray(faces, np.int64), np.asarray(origin, float), spacing, shape)
+
+
 def voxelize_mesh(
     vertices: np.ndarray, faces: np.ndarray, spacing_mm: float = 1.0, supersample: int = 3, margin_mm: float = 2.0
 ) -> tuple[np.ndarray, np.ndarray]:

