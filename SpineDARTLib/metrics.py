@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .meshing import inside_grid, mesh_from_mask
 from .surface import surface_distances
 
 DICE_GRID_MM = 0.5
+MAX_GRID_VOXELS = 60e6  # a union grid larger than this (a run-away fit) is voxelised by parts
 
 
 def _grid_around(
@@ -38,8 +40,36 @@ def mesh_dice(
     pred: tuple[np.ndarray, np.ndarray], gt: tuple[np.ndarray, np.ndarray], spacing: float = DICE_GRID_MM
 ) -> float:
     """Dice of two closed meshes voxelised on one ``spacing`` grid covering both."""
+    lo_p, hi_p = pred[0].min(0), pred[0].max(0)
+    lo_g, hi_g = gt[0].min(0), gt[0].max(0)
+    if np.any(lo_p > hi_g) or np.any(lo_g > hi_p):
+        return 0.0  # disjoint boxes (a fit that ran away): no overlap, and no huge grid to build
     origin, shape = _grid_around([pred[0], gt[0]], spacing)
+    if np.prod(shape, dtype=float) > MAX_GRID_VOXELS:
+        return _dice_by_parts(pred, gt, spacing)
     return dice(inside_grid(*pred, origin, spacing, shape), inside_grid(*gt, origin, spacing, shape))
+
+
+def _dice_by_parts(pred, gt, spacing: float) -> float:
+    """The same Dice when one mesh is huge: each mesh voxelised on its own box of one lattice, the
+    overlap counted where the boxes meet (memory bounded by each mesh, not by their union)."""
+
+    def vox(mesh):
+        lo = np.floor(mesh[0].min(0) / spacing) * spacing - spacing
+        shape = tuple(int(n) for n in np.ceil((mesh[0].max(0) - lo) / spacing).astype(int) + 2)
+        if np.prod(shape, dtype=float) > MAX_GRID_VOXELS:
+            raise UserError("a mesh is too large to voxelise for Dice", "check the fitted shape (it ran away)")
+        return np.rint(lo / spacing).astype(np.int64), inside_grid(*mesh, lo, spacing, shape)
+
+    (ia, a), (ib, b) = vox(pred), vox(gt)
+    lo = np.maximum(ia, ib)
+    hi = np.minimum(ia + a.shape, ib + b.shape)
+    n = int(a.sum()) + int(b.sum())
+    if np.any(hi <= lo) or n == 0:
+        return 0.0
+    sa = tuple(slice(int(lo[k] - ia[k]), int(hi[k] - ia[k])) for k in range(3))
+    sb = tuple(slice(int(lo[k] - ib[k]), int(hi[k] - ib[k])) for k in range(3))
+    return float(2 * np.logical_and(a[sa], b[sb]).sum() / n)
 
 
 def gt_ceiling_dice(mask: np.ndarray, affine: np.ndarray, spacing: float = DICE_GRID_MM) -> float:

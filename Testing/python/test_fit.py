@@ -30,6 +30,11 @@ def test_mesh_dice_matches_the_analytic_overlap_of_two_spheres():
     expected = lens / (4 / 3 * np.pi * r**3)
     assert mesh_dice(a, a) == pytest.approx(1.0)
     assert mesh_dice(a, b) == pytest.approx(expected, abs=0.01)
+    # A run-away fit: disjoint boxes give 0 at once; a huge union grid is counted by parts, the same.
+    assert mesh_dice(a, _sphere(r, (500.0, 0.0, 0.0))) == 0.0
+    from SpineDARTLib.metrics import _dice_by_parts
+
+    assert _dice_by_parts(a, b, 0.5) == pytest.approx(mesh_dice(a, b), abs=1e-3)
 
 
 def test_gt_ceiling_of_a_voxel_ball_is_high_but_below_one():
