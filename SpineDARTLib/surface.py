@@ -59,8 +59,12 @@ def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
     """Exact unsigned distance from each point to the nearest triangle."""
     import trimesh
 
-    _, d, _ = trimesh.proximity.closest_point(_trimesh(vertices, faces, "mesh"), np.asarray(points, dtype=np.float64))
-    return np.asarray(d)
+    mesh = _trimesh(vertices, faces, "mesh")
+    pts = np.asarray(points, dtype=np.float64)
+    # In chunks: for points far from the mesh (a fit that ran away) trimesh's candidate triangles
+    # grow to most of the mesh per point, which took > 20 GB for 20 000 points at once.
+    out = [trimesh.proximity.closest_point(mesh, pts[i : i + 1000])[1] for i in range(0, len(pts), 1000)]
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def surface_distances(

@@ -118,7 +118,7 @@ def box_plots(by_method: dict[str, list[dict[str, Any]]], out: Path, title: str)
     written = []
     levels = [lv for lv in LEVELS if any(r["level"] == lv for rs in by_method.values() for r in rs)]
     for metric, label in (("dice", "Dice (0.5 mm grid)"), ("assd", "ASSD (mm)")):
-        fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(levels) * len(by_method)), 4))
+        fig, ax = plt.subplots(figsize=(min(16, max(6, 0.45 * len(levels) * len(by_method))), 4))
         pos, ticks = 0, []
         for lv in levels:
             start = pos

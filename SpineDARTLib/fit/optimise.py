@@ -84,6 +84,8 @@ class FitConfig:
     lr_coeff: float = 0.08
     plateau_window: int = 12
     plateau_tol: float = 2e-3
+    max_coeff: float = 5.0  # |b_k| ≤ 5σ: a box on the shape coefficients (beyond it, no plausible vertebra)
+    max_shift_mm: float = 40.0  # a stage stops when an instance moves this far from where it began
     roi_margin_mm: float = 12.0  # around the instances' projected extent, at the detector
     # Verdict thresholds (see :func:`_verdict`).
     max_landmark_rms_mm: float = 6.0  # 3σ of the landmark noise, at the detector
@@ -283,6 +285,7 @@ def _run_stage(
     opt = torch.optim.Adam(groups)
     base = [g["lr"] for g in opt.param_groups]
     best, best_loss, since = _state(params), math.inf, 0
+    starts = [torch.as_tensor(np.asarray(st["t"], np.float32)) for st in states]
     it = 0
     for it in range(1, iterations + 1):
         opt.zero_grad()
@@ -299,6 +302,14 @@ def _run_stage(
         history.append({"stage": tag, "loss": value, **terms, "t": time.perf_counter()})
         if since >= cfg.plateau_window:
             break
+        # A run-away (the image term dragging an instance off towards the source or out of the
+        # field) is not a fit, and near the source its footprints grow without bound: stop there.
+        if any(
+            float(torch.linalg.norm(p["t"].detach() - t0)) > cfg.max_shift_mm
+            for p, t0 in zip(params, starts, strict=True)
+        ):
+            history[-1]["ran_away"] = 1.0
+            break
         total.backward()
         for p in params:
             p["b"].grad[prob.stage.n_modes :] = 0.0
@@ -306,6 +317,9 @@ def _run_stage(
         for g, lr in zip(opt.param_groups, base, strict=True):
             g["lr"] = lr * decay
         opt.step()
+        with torch.no_grad():
+            for p in params:
+                p["b"].clamp_(-cfg.max_coeff, cfg.max_coeff)
     return best, best_loss, it
 
 

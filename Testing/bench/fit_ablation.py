@@ -26,7 +26,7 @@ from SpineDARTLib.fit.optimise import FitConfig  # noqa: E402
 # the defaults are now the third round's choice.
 BASE = FitConfig(w_mask=1.0, w_landmarks=0.5, w_image=1.0, w_prior=0.02)
 CONFIGS = {
-    "full": (BASE, 1),
+    "start": (BASE, 1),
     "no-mask": (replace(BASE, w_mask=0.0), 1),
     "no-landmarks": (replace(BASE, w_landmarks=0.0), 1),
     "no-image": (replace(BASE, w_image=0.0), 1),
