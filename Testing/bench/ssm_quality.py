@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from SpineDARTLib.anatomy.levels import REGIONS, region_of  # noqa: E402
+from SpineDARTLib.metrics import mesh_dice  # noqa: E402
 from SpineDARTLib.ssm import ANNOTATIONS, load_model, pca_model  # noqa: E402
 from SpineDARTLib.ssm.build import Member  # noqa: E402
 from SpineDARTLib.ssm.fit3d import fit_surface  # noqa: E402
@@ -110,6 +111,7 @@ def floor(model, name: str, level: str, v, f, ann=None) -> dict:
     traj = [ANNOTATIONS.index(k) for k in ("left_entry", "left_target", "right_entry", "right_target")]
     return {
         "name": name,
+        "dice": round(mesh_dice((fit[: model.n_surface], model.faces), (v, f)), 4),  # 0.5 mm grid
         "assd_mm": round(d.assd, 3),
         "hd95_mm": round(d.hd95, 3),
         "annotation_mean_mm": round(float(err.mean()), 3),

@@ -240,3 +240,15 @@ def test_bench_bad_input_gets_one_line(run_cli, tmp_path, args, match):
     rc, out, err = run_cli(*args, "--work", tmp_path / "w", "--out", tmp_path / "o")
     assert rc == 2
     assert match in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_surface_distances_of_a_far_mesh_stay_exact_and_bounded():
+    """A run-away fit leaves its mesh far from the truth: distances stay exact (and are computed in
+    chunks, so memory does not grow with the distance)."""
+    from SpineDARTLib.surface import distance_to_mesh
+
+    v, f = _sphere(10.0)
+    pts = np.array([[500.0, 0.0, 0.0], [0.0, -300.0, 0.0]] * 1500)
+    d = distance_to_mesh(pts, v, f)
+    assert d.shape == (3000,)
+    assert np.allclose(d[::2], 490.0, atol=0.05) and np.allclose(d[1::2], 290.0, atol=0.05)
