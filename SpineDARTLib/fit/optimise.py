@@ -135,7 +135,7 @@ class FitResult:
 
 
 def _pool(a: np.ndarray, size: int) -> torch.Tensor:
-    """Area-average an (H, W) array to (size, size) (H, W multiples of size, or bilinear otherwise)."""
+    """Area-average an (H, W) array to (size, size) (block means when H, W are multiples of size)."""
     t = torch.as_tensor(np.asarray(a, np.float32))[None, None]
     h, w = a.shape
     if h % size == 0 and w % size == 0:
