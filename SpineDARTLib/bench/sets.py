@@ -66,7 +66,9 @@ def check_models_disjoint(seeds: range, levels: list[str]) -> None:
                 )
 
 
-def _case_levels(n: int, seed: int) -> list[str]:
+def case_levels(n: int, seed: int) -> list[str]:
+    """The levels of a synthetic set's n scenes: every level in a seeded order, cycled, so any n
+    covers the levels as evenly as n allows."""
     import numpy as np
 
     rng = np.random.default_rng([seed, 11])
@@ -90,7 +92,7 @@ def synthetic_cases(work: Path, n: int, seed: int, fractured: bool) -> list[Path
     from ..synth import synthetic_case
 
     check_seed(seed)
-    levels = _case_levels(n, seed)
+    levels = case_levels(n, seed)
     check_models_disjoint(range(seed, seed + n), levels)
     kind = "fractured" if fractured else "healthy"
     dirs = []

@@ -47,15 +47,10 @@ class InitResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        def r(x, n=4):
-            return [round(float(v), n) for v in np.ravel(x)]
-
         return {
             "level": self.level,
             "path": self.path,
-            "coeffs": r(self.coeffs),
-            "rotvec": r(self.rotvec, 6),
-            "translation_mm": r(self.translation, 3),
+            **instance_fields(self.coeffs, self.rotvec, self.translation),
             "common_landmarks": list(self.common),
             "triangulation_rms_px": {k: round(v, 3) for k, v in self.triangulation_px.items()},
             "similarity_scale": None if self.similarity_scale is None else round(self.similarity_scale, 4),
@@ -64,6 +59,16 @@ class InitResult:
             "view_angle_deg": round(self.view_angle_deg, 2),
             "warnings": list(self.warnings),
         }
+
+
+def instance_fields(coeffs: np.ndarray, rotvec: np.ndarray, translation: np.ndarray) -> dict[str, list[float]]:
+    """A model instance's shape and pose as JSON lists, rounded far below what matters (1e-4 σ,
+    1e-6 rad, 1 µm) so records stay readable and diffable."""
+
+    def r(x: np.ndarray, n: int) -> list[float]:
+        return [round(float(v), n) for v in np.ravel(x)]
+
+    return {"coeffs": r(coeffs, 4), "rotvec": r(rotvec, 6), "translation_mm": r(translation, 3)}
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..geometry.projection import Projection
 from ..render.renderer import SplatRenderer
 from ..ssm.model import ShapeModel
-from .init import InitResult
+from .init import InitResult, instance_fields
 from .landmarks2d import VertebraEvidence
 from .similarity import gradient_correlation, ncc, soft_dice
 from .solid import LANDMARK_COUNT, Solid
@@ -118,16 +118,11 @@ class FitResult:
         return model.instance(self.coeffs, self.rotvec, self.translation)
 
     def to_dict(self) -> dict[str, Any]:
-        def r(x, n=4):
-            return [round(float(v), n) for v in np.ravel(x)]
-
         return {
             "level": self.level,
             "converged": self.converged,
             "reason": self.reason,
-            "coeffs": r(self.coeffs),
-            "rotvec": r(self.rotvec, 6),
-            "translation_mm": r(self.translation, 3),
+            **instance_fields(self.coeffs, self.rotvec, self.translation),
             "checks": self.checks,
             "iterations": self.iterations,
             "seconds": round(self.seconds, 3),
@@ -434,7 +429,8 @@ def fit(
         iterations += n
         for i, st in zip(active, sub, strict=True):
             states[i] = st
-    prob = _Problem(targets, views, cfg.stages[-1], cfg)
+    if fixed:  # the verdict sees every instance drawn together, at the last stage's resolution
+        prob = _Problem(targets, views, cfg.stages[-1], cfg)
     prob.set_roi(_params(states))
     verdicts = _verdict(prob, states, targets, views)
     seconds = time.perf_counter() - t0

@@ -51,10 +51,12 @@ def real_case(
     seed: int = 0,
     detector_px: int = DETECTOR_PX,
     degraded: bool = False,
+    first_n: int | None = None,
 ) -> dict[str, Any]:
     """Write a real case: CT (or HU synthesised from the labels), TS-v2 vertebra labels, GT meshes
     and per-vertebra ground truth; views (``ort``/``random``/``both``, or ``none``) around each
-    target (default: every complete T1–L5 vertebra)."""
+    target (default: every complete T1–L5 vertebra; ``first_n``: only the first n of them, cranial
+    first, so a benchmark of n vertebrae renders only their views)."""
     from ..mesh_io import write_mesh
     from ..meshing import crop_to_mask, mesh_from_mask
 
@@ -88,6 +90,8 @@ def real_case(
         out_labels[mask] = TOTALSEG_V2[level]
         status[level] = incomplete_reason(mask, level, voxel_cm3)
     complete = [lv for lv, why in status.items() if why is None]
+    if targets is None and first_n is not None:
+        targets = complete[:first_n]
     if targets is not None:
         missing = [t for t in targets if t not in complete]
         if missing:

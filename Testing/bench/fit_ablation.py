@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from SpineDARTLib.bench.accuracy import run_task  # noqa: E402
-from SpineDARTLib.bench.sets import _case_levels, check_seed, tasks_of  # noqa: E402
+from SpineDARTLib.bench.sets import case_levels, check_seed, tasks_of  # noqa: E402
 from SpineDARTLib.fit.optimise import FitConfig  # noqa: E402
 
 # The first rounds ran from the initial weights (mask 1, landmarks 0.5, image 1, prior 0.02);
@@ -60,7 +60,7 @@ def main() -> None:
     from SpineDARTLib.synth import synthetic_case
 
     tasks = []
-    for i, level in enumerate(_case_levels(a.n, a.seed)):
+    for i, level in enumerate(case_levels(a.n, a.seed)):
         d = a.work / f"ablation-{a.seed + i}"
         if not (d / "case.json").is_file():
             synthetic_case(d, d.name, level, a.seed + i, False, views="ort")

@@ -252,3 +252,25 @@ def test_surface_distances_of_a_far_mesh_stay_exact_and_bounded():
     d = distance_to_mesh(pts, v, f)
     assert d.shape == (3000,)
     assert np.allclose(d[::2], 490.0, atol=0.05) and np.allclose(d[1::2], 290.0, atol=0.05)
+
+
+def test_bench_on_a_users_label_map(small_maps, tmp_path, run_cli):
+    """``--case-labels`` with synthetic HU: only the first complete vertebra is rendered and fitted
+    (--n 1), cut vertebrae are listed as skipped, and the GT ceiling is stated."""
+    args = ["bench", "--case-labels", small_maps["ts2"], "--hu-from-labels", "--n", "1", "--method", "fit"]
+    args += ["--seed", str(SEED), "--work", tmp_path / "w", "--out", tmp_path / "o", "--json"]
+    rc, out, err = run_cli(*args)
+    assert rc == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["set"] == "case" and "baseline_ncc" not in s
+    assert {k["level"] for k in s["skipped"]} >= {"T9", "L1"}
+    assert all("border" in k["reason"] or "volume" in k["reason"] for k in s["skipped"])
+    assert list(s["per_level"]) == ["T10"]
+    assert s["by_pairs"]["ort"]["n_vertebrae"] == 1 and s["by_pairs"]["random"]["n_vertebrae"] >= 1
+    assert 0.9 < s["gt_ceiling_dice"] <= 1.0 and s["per_level"]["T10"]["gt_ceiling_dice"] == s["gt_ceiling_dice"]
+    recs = [json.loads(line) for line in (tmp_path / "o" / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == s["n_vertebrae"] and all(r["level"] == "T10" and r["method"] == "fit" for r in recs)
+    # The fit recovers the real vertebra's shape from its synthetic-HU radiographs.
+    assert s["dice_mean"] > 0.6, s
+    (case,) = (tmp_path / "w").iterdir()
+    assert {v["target"] for v in json.loads((case / "case.json").read_text())["views"]} == {"T10"}

