@@ -51,21 +51,31 @@ def orient_outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return f[:, ::-1].copy() if signed_volume(vertices, f) < 0 else f
 
 
+class SignedDistance:
+    """Signed distance (mm, negative inside) to a closed triangle mesh (VTK), built once and
+    queried many times. VTK takes the sign from the triangles' orientation, so the mesh is first
+    oriented outwards."""
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+        import vtk
+
+        self._poly = polydata(vertices, orient_outward(vertices, faces))
+        self._f = vtk.vtkImplicitPolyDataDistance()
+        self._f.SetInput(self._poly)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        import vtk
+        from vtk.util import numpy_support
+
+        pts = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+        out = vtk.vtkDoubleArray()
+        self._f.FunctionValue(numpy_support.numpy_to_vtk(pts, deep=True), out)
+        return numpy_support.vtk_to_numpy(out).copy().reshape(np.shape(points)[:-1])
+
+
 def signed_distance(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Signed distance (mm, negative inside) of points to a closed triangle mesh (VTK).
-
-    VTK takes the sign from the triangles' orientation, so the mesh is first oriented outwards.
-    """
-    import vtk
-    from vtk.util import numpy_support
-
-    poly = polydata(vertices, orient_outward(vertices, faces))
-    f = vtk.vtkImplicitPolyDataDistance()
-    f.SetInput(poly)
-    pts = numpy_support.numpy_to_vtk(np.ascontiguousarray(points, dtype=np.float64), deep=True)
-    out = vtk.vtkDoubleArray()
-    f.FunctionValue(pts, out)
-    return numpy_support.vtk_to_numpy(out).copy()
+    """Signed distance (mm, negative inside) of points to a closed triangle mesh (VTK)."""
+    return SignedDistance(vertices, faces)(points)
 
 
 def polydata(vertices: np.ndarray, faces: np.ndarray):

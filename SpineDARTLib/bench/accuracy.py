@@ -101,6 +101,7 @@ def run_task(
         except UserError as exc:
             if level == task.target:
                 record.update(converged=False, reason=f"initialisation failed: {exc.problem}", mesh=False)
+                record["plan"] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
                 record["seconds"] = time.perf_counter() - t0
                 return record
             continue
@@ -123,8 +124,40 @@ def run_task(
     )
     init_points = model.instance(tgt.init.coeffs, tgt.init.rotvec, tgt.init.translation)
     record["init_scores"] = _scores(model, init_points, gt_mesh, gt["trajectories"], seed)
-    record.update(_scores(model, res.points(model), gt_mesh, gt["trajectories"], seed))
+    points = res.points(model)
+    record.update(_scores(model, points, gt_mesh, gt["trajectories"], seed))
+    record["fit"] = res.to_dict()
+    t_plan = time.perf_counter()
+    record["plan"] = plan_record(task.target, model, points, res.converged, res.reason, projections, gt_mesh, gt)
+    record["seconds"] += time.perf_counter() - t_plan  # the plan is part of the time per vertebra
     return record
+
+
+def plan_record(level: str, model, points, converged: bool, reason: str, projections, gt_mesh, gt) -> dict[str, Any]:
+    """The planner on the fitted instance, each cannula then graded against the true vertebra."""
+    from ..plan import Bone, check_cannula, plan_vertebra
+
+    ann = model.annotations(points)
+    fitted = Bone(model.surface(points), model.faces, ann, model.part_labels) if converged else None
+    vp = plan_vertebra(level, fitted, ann, converged, reason, projections)
+    out: dict[str, Any] = {"status": vp.status, "gauge": vp.gauge, "suggestion": vp.suggestion, "cannulas": []}
+    if vp.cannulas:
+        truth = Bone(gt_mesh[0], gt_mesh[1], {k: np.asarray(v, float) for k, v in gt["landmarks"].items()})
+        for cp in vp.cannulas:
+            true = check_cannula(truth, cp.cannula)
+            out["cannulas"].append(
+                {
+                    "side": cp.cannula.side,
+                    "safe": cp.safe,
+                    "reasons": cp.reasons,
+                    "predicted": cp.check.to_dict(),
+                    "true": true.to_dict(),
+                }  # fmt: skip
+            )
+    out["bipedicular_ab"] = len(out["cannulas"]) == 2 and all(
+        c["true"]["grade"] in ("A", "B") and c["true"]["tip_ok"] for c in out["cannulas"]
+    )
+    return out
 
 
 def gt_ceiling(case_dir: Path, level: str) -> float:

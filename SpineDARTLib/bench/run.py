@@ -102,10 +102,28 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     for k in METRICS[1:]:
         out[k if k.endswith(("_mm", "_deg")) else f"{k}_mean"] = _mean([r.get(k) for r in with_mesh])
     out["completion_rate"] = len(accepted) / len(records) if records else None
+    out.update(safety_rates(records))
     out["init_dice_mean"] = _mean([r["init_scores"]["dice"] for r in with_mesh])
     out["init_assd_mean"] = _mean([r["init_scores"]["assd"] for r in with_mesh])
     out["sec_per_vertebra"] = _mean([r["seconds"] for r in records])
     return out
+
+
+def safety_rates(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The protocol's planner rates: ``bipedicular_ab_rate`` over all attempted vertebrae (a failed
+    fit has no plan, so it counts as not achieved), ``false_safe_rate`` over the cannulas flagged
+    safe (true grade C or worse), and how many cannulas were flagged safe at all."""
+    if not records or any("plan" not in r for r in records):
+        return {"bipedicular_ab_rate": None, "false_safe_rate": None, "safe_flag_rate": None, "n_flagged_safe": 0}
+    cannulas = [c for r in records for c in r["plan"]["cannulas"]]
+    safe = [c for c in cannulas if c["safe"]]
+    false_safe = [c for c in safe if c["true"]["grade"] not in ("A", "B")]
+    return {
+        "bipedicular_ab_rate": sum(bool(r["plan"]["bipedicular_ab"]) for r in records) / len(records),
+        "false_safe_rate": len(false_safe) / len(safe) if safe else None,
+        "safe_flag_rate": len(safe) / len(cannulas) if cannulas else None,
+        "n_flagged_safe": len(safe),
+    }
 
 
 def _per_level(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,7 +190,8 @@ def run_benchmark(
         for method in methods:
             k += 1
             r = done.get((task.key, method))
-            if r is None or r.get("seed") != seed:
+            # Records from before the planner existed have no plan: fitted again.
+            if r is None or r.get("seed") != seed or "plan" not in r:
                 t0 = time.perf_counter()
                 r = run_task(task, method, seed, FitConfig(method=method, seed=seed))
                 r["seed"] = seed
@@ -196,13 +215,14 @@ def run_benchmark(
         "skipped": skipped,
         **summarise(by_method[main]),
         "gt_ceiling_dice": None,
-        "bipedicular_ab_rate": None,  # needs the planner's breach grading (issue 9)
-        "false_safe_rate": None,
         "device": _device(),
         "per_level": _per_level(by_method[main]),
         "notes": [ORACLE_NOTE] if init == "gt-noisy" else [],
     }
-    summary["notes"].append("bipedicular_ab_rate and false_safe_rate need the planner's breach grading (not built yet)")
+    summary["notes"].append(
+        "planner: default gauge by level, safe = wall >= 1 mm inside the fitted cortex past the entry, tip in the "
+        "anterior half, fluoroscopic rule; true grades against the GT surface"
+    )
     if real_dirs:
         ceilings = {}
         for d in real_dirs:

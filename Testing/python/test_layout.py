@@ -29,6 +29,7 @@ RANK = {
     "ssm": 4,
     "drr": 5,
     "fit": 5,
+    "plan": 6,
     "synth": 6,
     "mrml": 8,
     "demo": 9,
