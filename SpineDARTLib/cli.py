@@ -120,8 +120,21 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", type=Path, help="results folder (default bench-results/SET-SEED)")
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
-    demo = sub.add_parser("demo", help="run the demo on the bundled case")
+    pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
+    pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
+    pl.add_argument("--geometry", type=Path, action="append", help="a geometry sidecar per X-ray (default <stem>.json)")
+    pl.add_argument("--landmarks", type=Path, help="2-D landmarks of both views (spinedart.landmarks-2d/1)")
+    pl.add_argument("--masks", type=Path, help="instance masks (.npz of view<i>_<level> arrays), optional")
+    pl.add_argument("--levels", help="levels to plan, e.g. L1-L3 (default: every level marked in both views)")
+    pl.add_argument("--gauge", type=int, help="cannula gauge for every level: 11, 13 or 15 (default by level)")
+    pl.add_argument("--margin", type=float, default=1.0, help="safety margin inside the cortex, mm (default 1)")
+    pl.add_argument("--seed", type=int, default=0, help="fit restarts' seed (default 0)")
+    pl.add_argument("--out", type=Path, help="output folder")
+    pl.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
+
+    demo = sub.add_parser("demo", help="plan the bundled synthetic case and the real CT's views, end to end")
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
+    demo.add_argument("--no-real-ct", action="store_true", help="plan only the bundled synthetic case")
     demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
     return p
 
@@ -443,15 +456,45 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError("exists and is not a folder", "give a folder for --out", args.out)
-    from .demo import run_demo
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .anatomy.levels import parse_levels
 
-    report = run_demo(args.out)
+    if args.out is None:
+        raise UserError("no output folder given", "add --out DIR")
+    if len(args.xray) != 2:
+        raise UserError(f"{len(args.xray)} X-ray(s) given", "give two views: --xray A --xray B")
+    if args.geometry is not None and len(args.geometry) != 2:
+        raise UserError(f"{len(args.geometry)} --geometry given for 2 X-rays", "give one per X-ray, in the same order")
+    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks]:
+        if f is not None and not f.is_file():
+            raise UserError("file not found", "check the path", f)
+    if args.landmarks is None:
+        raise UserError("no 2-D landmarks given", "add --landmarks FILE (the detector is not built yet)")
+    levels = parse_levels(args.levels) if args.levels else None
+    if args.gauge is not None and args.gauge not in (11, 13, 15):
+        raise UserError(f"--gauge {args.gauge} is not supported", "give 11, 13 or 15")
+    if not (0.0 <= args.margin <= 5.0) or args.margin != args.margin:
+        raise UserError(f"--margin {args.margin} mm is out of range", "give 0-5 mm")
+    _writable_folder(args.out)
+    from .pipeline import PlanRequest, format_table, progress_bar, run_plan
+
+    req = PlanRequest(args.xray, args.landmarks, args.masks, args.geometry, levels, args.gauge, args.margin, args.seed)
+    report = run_plan(req, args.out, progress_bar)
+    print(format_table(report))
+    print(f"wrote {args.out / 'report.json'}, meshes, markups and overlays into {args.out}")
     if args.json:
         print(json.dumps(report, allow_nan=False))
-    return 0 if report.get("ok") else 1
+    return 0 if report["ok"] else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    _writable_folder(args.out)
+    from .demo import run_demo
+
+    report = run_demo(args.out, real_ct=not args.no_real_ct)
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,6 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_ssm_info(args)
         if args.command == "bench":
             return _cmd_bench(args)
+        if args.command == "plan":
+            return _cmd_plan(args)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

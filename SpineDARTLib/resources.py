@@ -48,5 +48,5 @@ def resource_path(*parts: str) -> Path:
 
 
 def demo_case_dir() -> Path:
-    """The bundled demo case (two calibrated X-rays with sidecars and the phantom's ground truth)."""
+    """The bundled demo case (two calibrated X-rays with sidecars, their 2-D evidence and the truth)."""
     return resource_path("demo")

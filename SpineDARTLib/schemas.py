@@ -32,6 +32,7 @@ VIEW_LABELS_V1 = "spinedart.view-labels/1"
 MANIFEST_V1 = "spinedart.manifest/1"
 SSM_CARD_V1 = "spinedart.ssm-card/1"
 LANDMARKS_2D_V1 = "spinedart.landmarks-2d/1"
+PLAN_REPORT_V1 = "spinedart.plan-report/1"
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
     XRAY_GEOMETRY_V1: {
@@ -287,6 +288,80 @@ _SCHEMAS[LANDMARKS_2D_V1] = {
         },
         "source": {"type": "string"},
         "provenance": {"type": "object"},
+    },
+}
+
+_CANNULA = {
+    "type": "object",
+    "required": [
+        "side",
+        "entry_ras_mm",
+        "target_ras_mm",
+        "direction_ras",
+        "length_mm",
+        "gauge",
+        "outer_diameter_mm",
+        "safe",
+        "reasons",
+        "suggestion",
+        "predicted",
+        "fluoro_rule",
+    ],
+    "properties": {
+        "side": {"enum": ["left", "right"]},
+        "entry_ras_mm": _VEC3,
+        "target_ras_mm": _VEC3,
+        "direction_ras": _VEC3,
+        "length_mm": _POS,
+        "gauge": {"enum": [11, 13, 15]},
+        "safe": {"type": "boolean"},
+        "reasons": {"type": "array", "items": {"type": "string"}},
+        "suggestion": {"type": ["string", "null"]},
+        "predicted": {
+            "type": "object",
+            "required": ["breach_mm", "grade", "clearance_mm", "clearance_pedicle_mm", "clearance_canal_mm", "tip_ok"],
+            "properties": {"grade": {"enum": ["A", "B", "C", "D", "E"]}},
+        },
+        "fluoro_rule": {"type": ["object", "null"]},
+    },
+}
+_SCHEMAS[PLAN_REPORT_V1] = {
+    "type": "object",
+    "required": ["schema", "ok", "summary", "views", "view_angle_deg", "vertebrae", "files", "timings", "provenance"],
+    "properties": {
+        "schema": {"const": PLAN_REPORT_V1},
+        "ok": {"type": "boolean"},  # every planned vertebra is "go"
+        "summary": {"type": "object", "additionalProperties": {"enum": ["go", "no-go", "failed"]}},
+        "views": {"type": "array", "minItems": 2, "maxItems": 2},
+        "view_angle_deg": _NUM,
+        "vertebrae": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": [
+                    "level",
+                    "status",
+                    "fit_reason",
+                    "gauge",
+                    "suggestion",
+                    "cannulas",
+                    "fit",
+                    "init",
+                    "files",
+                ],
+                "properties": {
+                    "status": {"enum": ["go", "no-go", "failed"]},
+                    "cannulas": {"type": "array", "maxItems": 2, "items": _CANNULA},
+                    "fit": {
+                        "type": "object",
+                        "required": ["converged", "reason", "coeffs", "rotvec", "translation_mm"],
+                    },
+                },
+            },
+        },
+        "timings": {"type": "object", "required": ["total_s"], "additionalProperties": _NUM},
+        "provenance": {"type": "object", "required": ["inputs", "models", "seed"]},
     },
 }
 

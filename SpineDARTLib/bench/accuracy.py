@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..anatomy.levels import LEVELS, region_of
+from ..anatomy.levels import LEVELS
 from ..errors import UserError
 from ..fit.evidence import gt_noisy_view
 from ..fit.init import initialise
@@ -25,16 +25,11 @@ from .sets import Task
 
 NEIGHBOURS = 1  # levels on each side fitted jointly with the target
 
-_MODELS: dict[str, Any] = {}
-
 
 def model_for(level: str):
-    from ..ssm.io import load_bundled
+    from ..ssm.io import model_for_level
 
-    region = region_of(level)
-    if region not in _MODELS:
-        _MODELS[region] = load_bundled(region)
-    return _MODELS[region]
+    return model_for_level(level)
 
 
 def _trajectories(ann: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:

@@ -4,6 +4,7 @@ version, and the npz's own hash, checked on load)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,15 @@ def bundled_model_path(level_or_region: str) -> Path:
 def load_bundled(level_or_region: str) -> ShapeModel:
     """The shipped regional model covering a level (or named by its region)."""
     return load_model(bundled_model_path(level_or_region))
+
+
+@functools.lru_cache(maxsize=4)
+def _bundled_region(region: str) -> ShapeModel:
+    return load_bundled(region)
+
+
+def model_for_level(level: str) -> ShapeModel:
+    """The shipped model of a level's region, loaded once per process (read-only: do not modify)."""
+    from ..anatomy.levels import region_of
+
+    return _bundled_region(region_of(level))

@@ -152,6 +152,14 @@ def test_bench_fits_a_scene_and_reports_the_protocol_json(bench_run):
     assert s["dice_mean"] == pytest.approx(fit["dice"])
     assert "baseline_ncc" in s and s["baseline_ncc"]["n_vertebrae"] == 1
     assert ncc["dice"] < fit["dice"]  # NCC on a whole-scene radiograph: the paper's baseline loses
+    # The planner ran on the fit and each cannula was graded against the true vertebra.
+    plan = fit["plan"]
+    assert plan["status"] in ("go", "no-go") and [c["side"] for c in plan["cannulas"]] == ["left", "right"]
+    for c in plan["cannulas"]:
+        assert c["true"]["grade"] in "ABCDE" and c["predicted"]["grade"] in "ABCDE"
+    assert s["bipedicular_ab_rate"] == float(plan["bipedicular_ab"])
+    n_safe = sum(c["safe"] for c in plan["cannulas"])
+    assert s["n_flagged_safe"] == n_safe and (s["false_safe_rate"] is None) == (n_safe == 0)
     assert (root / "out" / "boxplot_dice.png").stat().st_size > 1000
     assert (root / "out" / "summary.json").is_file()
 
