@@ -74,10 +74,15 @@ def read_landmarks_2d(path: str | Path, n_views: int | None = None) -> Landmarks
             ev = VertebraEvidence()
             for name, pt in vert.get("landmarks", {}).items():
                 ev.landmarks[name] = np.asarray(pt["uv"], float)
+                if not np.isfinite(ev.landmarks[name]).all():
+                    raise UserError(f"view {i} {vert['level']} {name}: uv is not finite", "give pixel coordinates",
+                                    path)  # fmt: skip
                 if "confidence" in pt:
                     ev.confidence[name] = float(pt["confidence"])
             if "centroid" in vert:
                 ev.centroid = np.asarray(vert["centroid"]["uv"], float)
+                if not np.isfinite(ev.centroid).all():
+                    raise UserError(f"view {i} {vert['level']} centroid is not finite", "give pixel coordinates", path)
             levels[vert["level"]] = ev
         views.append(levels)
     return Landmarks2D(views, [v.get("name") for v in doc["views"]], doc.get("source", ""))

@@ -114,6 +114,16 @@ def _bad_landmarks(tmp_path):
     return p
 
 
+def _nan_landmarks(tmp_path):
+    text = (CASE / "landmarks.json").read_text()
+    doc = json.loads(text)
+    lm = doc["views"][1]["vertebrae"][0]["landmarks"]
+    lm[next(iter(lm))]["uv"][0] = float("nan")
+    p = tmp_path / "nan.json"
+    p.write_text(json.dumps(doc))  # Python writes NaN, which json.loads accepts
+    return p
+
+
 def _bad_masks(tmp_path):
     p = tmp_path / "masks.npz"
     np.savez(p, view0_L2=np.zeros((10, 10), np.uint8))
@@ -127,6 +137,7 @@ def _bad_masks(tmp_path):
         (lambda t: [*XRAYS], "no 2-D landmarks given"),
         (lambda t: [*XRAYS, "--landmarks", _bad_landmarks(t)], "describes 1 views but 2 X-rays"),
         (lambda t: [*XRAYS, *EVIDENCE[:2], "--masks", _bad_masks(t)], "view0_L2 is (10, 10) px"),
+        (lambda t: [*XRAYS, "--landmarks", _nan_landmarks(t)], "uv is not finite"),
         (lambda t: [*XRAYS, *EVIDENCE, "--levels", "T4"], "T4 not marked in both views"),
         (lambda t: [*XRAYS, *EVIDENCE, "--gauge", "12"], "--gauge 12"),
         (lambda t: ["--xray", CASE / "xray_a.png", "--xray", CASE / "xray_a.png", *EVIDENCE], "deg apart"),
