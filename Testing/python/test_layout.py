@@ -34,6 +34,7 @@ RANK = {
     "overlay": 3,
     "export": 7,
     "pipeline": 7,
+    "worker": 8,
     "synth": 6,
     "mrml": 8,
     "demo": 9,
