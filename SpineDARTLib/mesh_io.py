@@ -110,3 +110,15 @@ def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if space == "LPS":
         v = v * _LPS
     return v, f
+
+
+def read_part_labels(path: str | Path) -> np.ndarray | None:
+    """The per-vertex ``part`` labels of a ``.vtp`` written by :func:`write_mesh`, or None."""
+    import vtk
+    from vtk.util import numpy_support
+
+    reader = vtk.vtkXMLPolyDataReader()
+    reader.SetFileName(str(path))
+    reader.Update()
+    arr = reader.GetOutput().GetPointData().GetArray("part")
+    return None if arr is None else numpy_support.vtk_to_numpy(arr).astype(np.int64)

@@ -217,6 +217,29 @@ def add_line_node(scene: Any, start_ras: np.ndarray, end_ras: np.ndarray, name: 
     return node
 
 
+def folder_with(scene: Any, name: str, nodes: list[Any]) -> int:
+    """A subject-hierarchy folder (under the scene) holding ``nodes``; returns its item id."""
+    sh = _slicer().vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    folder = sh.CreateFolderItem(sh.GetSceneItemID(), name)
+    for n in nodes:
+        item = sh.GetItemByDataNode(n)
+        if item:
+            sh.SetItemParent(item, folder)
+        else:  # slicer-core has no subject-hierarchy logic adding items for new nodes
+            sh.CreateItem(folder, n)
+    return folder
+
+
+def folder_children(scene: Any, folder: int) -> list[Any]:
+    """The data nodes directly in a subject-hierarchy folder."""
+    import vtk
+
+    sh = _slicer().vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    ids = vtk.vtkIdList()
+    sh.GetItemChildren(folder, ids)
+    return [n for i in range(ids.GetNumberOfIds()) if (n := sh.GetItemDataNode(ids.GetId(i))) is not None]
+
+
 def _storable_nodes(scene: Any) -> list[Any]:
     out = []
     for i in range(scene.GetNumberOfNodes()):

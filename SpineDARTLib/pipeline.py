@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .anatomy.landmarks import LANDMARKS as LANDMARK_NAMES
 from .anatomy.levels import LEVELS
 from .atomic import atomic_write_json
 from .errors import UserError
@@ -156,8 +157,10 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
                 "fit": r.to_dict(),
                 "init": tg.init.to_dict(),
                 "files": files["vertebrae"].get(p.level, {}),
+                # The fitted landmarks: what an edited cannula is re-checked against (frame, tip depth).
+                "landmarks_ras_mm": {k: [round(float(x), 3) for x in fitted[i][1][k]] for k in LANDMARK_NAMES},
             }
-            for p, r, tg in zip(plans, results, targets, strict=True)
+            for i, (p, r, tg) in enumerate(zip(plans, results, targets, strict=True))
         ],
         "files": files["overlays"],
         "timings": {k: round(v, 3) for k, v in timings.items()},

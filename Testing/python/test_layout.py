@@ -35,6 +35,7 @@ RANK = {
     "export": 7,
     "pipeline": 7,
     "worker": 8,
+    "mrml_plan": 8,
     "synth": 6,
     "mrml": 8,
     "demo": 9,

@@ -1,0 +1,192 @@
+"""A plan in the MRML scene: a subject-hierarchy folder per case, a model node per vertebra and an
+editable markups line per cannula, whose safety is re-checked when the user drags it.
+
+Everything the re-check needs rides on the nodes as attributes (so it survives ``.mrb`` save and
+reload): the line knows its level, side, gauge, margin and model node; the model keeps the fitted
+landmarks and the per-vertex part labels (point data ``part``). The ``slicer`` import stays in
+:mod:`SpineDARTLib.mrml`; this module only talks to the scene object.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import mrml
+from .errors import UserError
+from .geometry.projection import Projection
+from .plan import Bone, Cannula
+from .plan.planner import assess
+from .schemas import PLAN_REPORT_V1, load_json
+
+ATTR_LEVEL = "SpineDART.Level"
+ATTR_SIDE = "SpineDART.Side"
+ATTR_GAUGE = "SpineDART.Gauge"
+ATTR_MARGIN = "SpineDART.MarginMm"
+ATTR_MODEL = "SpineDART.ModelNodeID"
+ATTR_LANDMARKS = "SpineDART.Landmarks"
+ATTR_CHECK = "SpineDART.Check"
+ATTR_STATUS = "SpineDART.Status"
+SAFE_RGB, UNSAFE_RGB = (0.1, 0.8, 0.2), (0.95, 0.15, 0.1)
+
+
+def _model_node(scene: Any, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None, name: str) -> Any:
+    from vtk.util import numpy_support
+
+    node = mrml.add_model_node(scene, vertices, faces, name)
+    if labels is not None:
+        arr = numpy_support.numpy_to_vtk(np.asarray(labels, np.int32), deep=True)
+        arr.SetName("part")
+        node.GetPolyData().GetPointData().AddArray(arr)
+    return node
+
+
+def _paint(line: Any, safe: bool) -> None:
+    d = line.GetDisplayNode()
+    if d is not None:
+        rgb = SAFE_RGB if safe else UNSAFE_RGB
+        d.SetColor(*rgb)
+        d.SetSelectedColor(*rgb)
+
+
+def add_plan(scene: Any, report_path: str | Path, name: str | None = None) -> dict[str, Any]:
+    """Load a plan's outputs (``report.json`` and the meshes beside it) into the scene."""
+    from .mesh_io import read_mesh, read_part_labels
+
+    report_path = Path(report_path)
+    report = load_json(report_path, PLAN_REPORT_V1)
+    folder_dir = report_path.parent
+    models: dict[str, Any] = {}
+    lines: dict[tuple[str, str], Any] = {}
+    for v in report["vertebrae"]:
+        mesh = v["files"].get("mesh_vtp") or v["files"].get("mesh_failed_vtp")
+        if not mesh:
+            continue
+        verts, faces = read_mesh(folder_dir / mesh)
+        model = _model_node(scene, verts, faces, read_part_labels(folder_dir / mesh), f"{v['level']} ({v['status']})")
+        model.SetAttribute(ATTR_LEVEL, v["level"])
+        model.SetAttribute(ATTR_STATUS, v["status"])
+        model.SetAttribute(ATTR_LANDMARKS, json.dumps(v["landmarks_ras_mm"]))
+        models[v["level"]] = model
+        for c in v["cannulas"]:
+            line = mrml.add_line_node(scene, np.array(c["entry_ras_mm"]), np.array(c["target_ras_mm"]),
+                                      f"{v['level']} {c['side']} {c['gauge']}G")  # fmt: skip
+            attrs = {ATTR_LEVEL: v["level"], ATTR_SIDE: c["side"], ATTR_GAUGE: str(c["gauge"]),
+                     ATTR_MARGIN: str(report["safety_margin_mm"]), ATTR_MODEL: model.GetID()}  # fmt: skip
+            for attr, value in attrs.items():
+                line.SetAttribute(attr, value)
+            line.SetAttribute(ATTR_CHECK, json.dumps({"safe": c["safe"], "reasons": c["reasons"], **c["predicted"]}))
+            _paint(line, c["safe"])
+            lines[(v["level"], c["side"])] = line
+    folder = mrml.folder_with(scene, name or f"SpineDART plan ({report_path.parent.name})",
+                              [*models.values(), *lines.values()])  # fmt: skip
+    return {"folder": folder, "models": models, "lines": lines, "report": report}
+
+
+def _bone_of(scene: Any, line: Any) -> Bone:
+    from vtk.util import numpy_support
+
+    model = scene.GetNodeByID(line.GetAttribute(ATTR_MODEL) or "")
+    if model is None or model.GetPolyData() is None:
+        raise UserError(f"line '{line.GetName()}' has lost its vertebra model", "plan this vertebra again")
+    poly = model.GetPolyData()
+    verts = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
+    faces = numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+    part = poly.GetPointData().GetArray("part")
+    labels = None if part is None else numpy_support.vtk_to_numpy(part)
+    landmarks = {k: np.asarray(p, float) for k, p in json.loads(model.GetAttribute(ATTR_LANDMARKS)).items()}
+    return Bone(verts, faces, landmarks, labels)
+
+
+def line_points(line: Any) -> tuple[np.ndarray, np.ndarray]:
+    pts = []
+    for i in range(2):
+        p = [0.0, 0.0, 0.0]
+        line.GetNthControlPointPositionWorld(i, p)
+        pts.append(np.array(p))
+    return pts[0], pts[1]
+
+
+def recheck_line(scene: Any, line: Any, projections: list[Projection] | None = None) -> dict[str, Any]:
+    """Re-check an (edited) cannula against its fitted vertebra; updates the node and returns the
+    check (what the results table shows)."""
+    if line.GetNumberOfControlPoints() != 2:
+        raise UserError(f"line '{line.GetName()}' needs an entry and a target point", "place both points")
+    entry, target = line_points(line)
+    c = Cannula(line.GetAttribute(ATTR_SIDE), entry, target, int(line.GetAttribute(ATTR_GAUGE)))
+    cp = assess(_bone_of(scene, line), c, projections, float(line.GetAttribute(ATTR_MARGIN)))
+    check = {"safe": cp.safe, "reasons": cp.reasons, **cp.check.to_dict(), "length_mm": round(c.length_mm, 2)}
+    line.SetAttribute(ATTR_CHECK, json.dumps(check))
+    base = f"{line.GetAttribute(ATTR_LEVEL)} {c.side} {c.gauge}G"
+    line.SetName(base if cp.safe else f"{base} UNSAFE")
+    _paint(line, cp.safe)
+    return check
+
+
+def plan_table(scene: Any, folder: int) -> list[dict[str, Any]]:
+    """One row per cannula line in a plan folder: level, side, gauge and its last check."""
+    rows = []
+    for n in mrml.folder_children(scene, folder):
+        if n.IsA("vtkMRMLMarkupsLineNode") and n.GetAttribute(ATTR_CHECK):
+            row = {"level": n.GetAttribute(ATTR_LEVEL), "side": n.GetAttribute(ATTR_SIDE)}
+            rows.append({**row, "gauge": int(n.GetAttribute(ATTR_GAUGE)), **json.loads(n.GetAttribute(ATTR_CHECK))})
+    return sorted(rows, key=lambda r: (r["level"], r["side"]))
+
+
+# --- landmarks placed by the user -----------------------------------------------------------------
+def _matrix(node: Any, ras_to_ijk: bool) -> np.ndarray:
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    (node.GetRASToIJKMatrix if ras_to_ijk else node.GetIJKToRASMatrix)(m)
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
+def add_landmark_points(scene: Any, xray_node: Any, evidence: dict[str, Any], name: str) -> Any:
+    """A markups point list on an X-ray's image plane, one point per 2-D landmark, labelled
+    ``"<level> <landmark>"`` (how the panel names points placed by the user)."""
+    import vtk
+
+    ijk_to_ras = _matrix(xray_node, False)
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    for level, ev in evidence.items():
+        for lm, uv in ev.landmarks.items():
+            ras = ijk_to_ras @ np.array([uv[0], uv[1], 0.0, 1.0])
+            i = node.AddControlPoint(vtk.vtkVector3d(*ras[:3]))
+            node.SetNthControlPointLabel(i, f"{level} {lm}")
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def landmarks_from_point_lists(xray_nodes: list[Any], point_lists: list[Any]):
+    """The 2-D landmarks (``Landmarks2D``) of user-placed points: one point list per X-ray, points
+    labelled ``"<level> <landmark>"`` on that X-ray's image plane."""
+    from .anatomy.landmarks import LANDMARKS
+    from .anatomy.levels import check_level
+    from .fit.landmarks2d import Landmarks2D, VertebraEvidence
+
+    if len(xray_nodes) != 2 or len(point_lists) != 2:
+        raise UserError("landmarks need two X-rays and one point list for each", "place points on both views")
+    views = []
+    for k, (xn, pl) in enumerate(zip(xray_nodes, point_lists, strict=True)):
+        ras_to_ijk = _matrix(xn, True)
+        w, h = mrml.projection_from_node(xn).image_size
+        levels: dict[str, VertebraEvidence] = {}
+        for i in range(pl.GetNumberOfControlPoints()):
+            label = pl.GetNthControlPointLabel(i).split()
+            if len(label) != 2 or label[1] not in LANDMARKS:
+                raise UserError(f"point '{pl.GetNthControlPointLabel(i)}' of '{pl.GetName()}' is not named "
+                                "'<level> <landmark>'", f"name it e.g. 'L2 PCL' ({', '.join(LANDMARKS)})")  # fmt: skip
+            level = check_level(label[0])
+            p = [0.0, 0.0, 0.0]
+            pl.GetNthControlPointPositionWorld(i, p)
+            u, v, depth, _ = ras_to_ijk @ np.array([*p, 1.0])
+            if abs(depth) > 0.5 or not (-0.5 <= u <= w - 0.5 and -0.5 <= v <= h - 0.5):
+                raise UserError(f"point '{' '.join(label)}' is not on X-ray {'AB'[k]}'s image",
+                                "place it on that X-ray (its slice view)")  # fmt: skip
+            levels.setdefault(level, VertebraEvidence()).landmarks[label[1]] = np.array([u, v])
+        views.append(levels)
+    return Landmarks2D(views, [xn.GetName() for xn in xray_nodes], "placed by the user in Slicer")

@@ -1,0 +1,98 @@
+"""A plan in a real slicer-core scene: folder, models and editable lines; an edited line is re-checked;
+everything survives an .mrb round trip; a plan from landmarks placed on the X-rays as point lists."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from SpineDARTLib.resources import demo_case_dir
+
+pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+CASE = demo_case_dir()
+
+
+@pytest.fixture(scope="module")
+def plan_dir(tmp_path_factory):
+    from SpineDARTLib.pipeline import PlanRequest, run_plan
+
+    out = tmp_path_factory.mktemp("plan")
+    req = PlanRequest([CASE / "xray_a.png", CASE / "xray_b.png"], CASE / "landmarks.json", CASE / "masks.npz",
+                      levels=["L2"])  # fmt: skip
+    run_plan(req, out)
+    return out
+
+
+def test_edit_trajectory_recomputes(plan_dir, mrml_scene):
+    from SpineDARTLib import mrml_plan
+
+    added = mrml_plan.add_plan(mrml_scene, plan_dir / "report.json")
+    line = added["lines"][("L2", "left")]
+    rows = mrml_plan.plan_table(mrml_scene, added["folder"])
+    assert [(r["level"], r["side"], r["safe"]) for r in rows] == [("L2", "left", True), ("L2", "right", True)]
+    before = mrml_plan.recheck_line(mrml_scene, line)
+    assert before["safe"] and before["clearance_mm"] == pytest.approx(rows[0]["clearance_mm"], abs=0.05)
+    # Drag both points 4 mm towards the midline (patient right = +x for the left cannula): into the canal.
+    for i in range(2):
+        p = [0.0, 0.0, 0.0]
+        line.GetNthControlPointPositionWorld(i, p)
+        line.SetNthControlPointPositionWorld(i, p[0] + 4.0, p[1], p[2])
+    after = mrml_plan.recheck_line(mrml_scene, line)
+    assert not after["safe"] and after["clearance_mm"] < before["clearance_mm"] - 2.0
+    assert line.GetName().endswith("UNSAFE") and line.GetDisplayNode().GetColor()[0] > 0.9
+    table = {r["side"]: r for r in mrml_plan.plan_table(mrml_scene, added["folder"])}
+    assert not table["left"]["safe"] and table["right"]["safe"]
+
+
+def test_mrb_roundtrip(plan_dir, mrml_scene, tmp_path):
+    from SpineDARTLib import mrml, mrml_plan
+
+    added = mrml_plan.add_plan(mrml_scene, plan_dir / "report.json", name="L2 plan")
+    path = mrml.save_scene_mrb(mrml_scene, tmp_path / "plan.mrb")
+    scene = mrml.load_scene_mrb(path)
+    try:
+        lines = [scene.GetNthNodeByClass(i, "vtkMRMLMarkupsLineNode")
+                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsLineNode"))]  # fmt: skip
+        assert sorted(n.GetName() for n in lines) == ["L2 left 11G", "L2 right 11G"]
+        left = next(n for n in lines if n.GetAttribute(mrml_plan.ATTR_SIDE) == "left")
+        a0, b0 = mrml_plan.line_points(added["lines"][("L2", "left")])
+        a1, b1 = mrml_plan.line_points(left)
+        assert np.allclose(a0, a1, atol=1e-3) and np.allclose(b0, b1, atol=1e-3)
+        # The reloaded line still finds its model (and the model its landmarks and part labels).
+        check = mrml_plan.recheck_line(scene, left)
+        assert check["safe"] and check["clearance_pedicle_mm"] is not None
+    finally:
+        mrml.release_scene(scene)
+
+
+def test_manual_landmarks_plan(plan_dir, mrml_scene, tmp_path):
+    """Landmarks placed as point lists on the two X-ray slices give the same plan as the file."""
+    from SpineDARTLib import mrml, mrml_plan
+    from SpineDARTLib.errors import UserError
+    from SpineDARTLib.fit.landmarks2d import read_landmarks_2d, write_landmarks_2d
+    from SpineDARTLib.worker import WorkerClient
+
+    a, b = mrml.load_xray_pair(mrml_scene, CASE / "xray_a.png", CASE / "xray_b.png")
+    given = read_landmarks_2d(CASE / "landmarks.json")
+    lists = [mrml_plan.add_landmark_points(mrml_scene, x, {"L2": given.views[i]["L2"]}, f"landmarks {'AB'[i]}")
+             for i, x in enumerate((a, b))]  # fmt: skip
+    placed = mrml_plan.landmarks_from_point_lists([a, b], lists)
+    for i in range(2):
+        for name, uv in given.views[i]["L2"].landmarks.items():
+            assert np.allclose(placed.views[i]["L2"].landmarks[name], uv, atol=1e-3)
+    write_landmarks_2d(placed, tmp_path / "placed.json")
+    job = {"xrays": [str(CASE / "xray_a.png"), str(CASE / "xray_b.png")], "landmarks": str(tmp_path / "placed.json"),
+           "levels": ["L2"], "out": str(tmp_path / "out")}  # fmt: skip
+    client = WorkerClient(job, workdir=tmp_path / "job").start()
+    assert client.wait(timeout_s=300) == "done", client.reason
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    reference = json.loads((plan_dir / "report.json").read_text())
+    assert report["summary"] == {"L2": "go"}
+    for c, r in zip(report["vertebrae"][0]["cannulas"], reference["vertebrae"][0]["cannulas"], strict=True):
+        assert np.linalg.norm(np.subtract(c["entry_ras_mm"], r["entry_ras_mm"])) < 3.0  # no masks here
+    # A point off the image plane, or badly named, is refused with one line.
+    lists[0].SetNthControlPointLabel(0, "L2 XYZ")
+    with pytest.raises(UserError, match="is not named"):
+        mrml_plan.landmarks_from_point_lists([a, b], lists)
