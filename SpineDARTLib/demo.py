@@ -115,9 +115,16 @@ def _plan_case(name: str, case: Path, xrays: list[Path], levels: tuple[str, ...]
     for e in errors:
         say(f"  {e['level']} {e['side']:<5} vs truth: entry {e['entry_err_mm']:.1f} mm, target "
             f"{e['target_err_mm']:.1f} mm, angle {e['angle_err_deg']:.1f} deg")  # fmt: skip
-    say(f"  outputs: {out / name} (report.json, overlay_a.png, overlay_b.png, *.vtp/*.stl, *.mrk.json)")
+    snapshot = None
+    try:
+        from .snapshot import write_snapshot
+
+        snapshot = str(write_snapshot(out / name / "report.json", out / name / "snapshot.png").relative_to(out))
+    except Exception as exc:  # noqa: BLE001 - a picture is not worth failing the demo for: say why
+        say(f"  (no 3-D snapshot: {exc.__class__.__name__}: {exc})")
+    say(f"  outputs: {out / name} (report.json, overlay_a/b.png, snapshot.png, *.vtp/*.stl, *.mrk.json)")
     return {"case": name, "summary": report["summary"], "ok": report["ok"], "trajectory_errors": errors,
-            "seconds": report["timings"]["total_s"], "report": f"{name}/report.json"}  # fmt: skip
+            "seconds": report["timings"]["total_s"], "report": f"{name}/report.json", "snapshot": snapshot}  # fmt: skip
 
 
 def _real_ct_case(work: Path) -> tuple[Path, list[Path]]:

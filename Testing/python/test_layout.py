@@ -36,6 +36,7 @@ RANK = {
     "pipeline": 7,
     "worker": 8,
     "mrml_plan": 8,
+    "snapshot": 7,
     "synth": 6,
     "mrml": 8,
     "demo": 9,

@@ -115,12 +115,11 @@ def _bad_landmarks(tmp_path):
 
 
 def _nan_landmarks(tmp_path):
-    text = (CASE / "landmarks.json").read_text()
-    doc = json.loads(text)
+    doc = json.loads((CASE / "landmarks.json").read_text())
     lm = doc["views"][1]["vertebrae"][0]["landmarks"]
-    lm[next(iter(lm))]["uv"][0] = float("nan")
-    p = tmp_path / "nan.json"
-    p.write_text(json.dumps(doc))  # Python writes NaN, which json.loads accepts
+    lm[next(iter(lm))]["uv"][0] = 12345.678
+    p = tmp_path / "inf.json"
+    p.write_text(json.dumps(doc).replace("12345.678", "1e999"))  # valid JSON that reads as infinity
     return p
 
 
@@ -158,3 +157,17 @@ def test_markups_round_trip_and_laterality(tmp_path):
     assert doc["coordinateSystem"] == "LPS" and doc["controlPoints"][0]["position"] == [20.0, 30.0, 5.0]
     a, b, name = read_line(p)
     assert np.allclose(a, [-20, -30, 5]) and np.allclose(b, [-8, 10, 2]) and name == "L3 left"
+
+
+def test_snapshot_draws_the_vertebra_and_its_cannulas(planned, tmp_path):
+    """The offscreen 3-D render (VTK, EGL) shows bone and green (safe) cannulas beside the overlay."""
+    from PIL import Image
+
+    from SpineDARTLib.snapshot import write_snapshot
+
+    img = np.asarray(Image.open(write_snapshot(planned[3] / "report.json", tmp_path / "s.png", size=300)))
+    assert img.shape == (300, 600, 3)
+    left = img[:, :300].astype(int)
+    green = (left[:, :, 1] > left[:, :, 0] + 40) & (left[:, :, 1] > left[:, :, 2] + 40)
+    bone = (left.min(axis=2) > 90) & (np.ptp(left, axis=2) < 60)
+    assert green.sum() > 100 and bone.sum() > 2000
