@@ -16,9 +16,10 @@ import sys
 import tempfile
 import traceback
 
+import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -55,8 +56,10 @@ class SpineDART(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SpineDART developers"]
         self.parent.helpText = _(
-            "CT-free vertebroplasty planning from two calibrated X-rays. This version loads the two "
-            "X-rays and checks their geometry; it does not plan needle paths yet."
+            "CT-free vertebroplasty planning from two calibrated X-rays: a vertebral shape model is "
+            "fitted to both views and the left and right transpedicular cannulas are planned, each with "
+            "its clearance, predicted breach grade and a safe/unsafe flag. Landmarks come from a file or "
+            "from points you place on the X-rays (the automatic detector is not available yet)."
             "<br><br>"
             "Load two X-rays of the spine taken from different directions (ideally about 90 degrees "
             "apart): DICOM images with their C-arm geometry, PNG/TIFF images with a JSON calibration "
@@ -85,6 +88,10 @@ class SpineDARTParameterNode:
     geometryAPath, geometryBPath - optional calibration (JSON) of each X-ray; empty: the reader uses
         the DICOM C-arm tags or the sidecar next to the image.
     xrayAVolume, xrayBVolume - the loaded X-rays (volumes carrying their projection geometry).
+    targetLevels, gauge - levels to plan ("L1-L3"; empty: all marked) and cannula gauge (empty: by level).
+    marginMm - how far inside the fitted cortex a safe cannula's wall must stay.
+    landmarksPath, masksPath - 2-D evidence files; usePlacedPoints, pointsA, pointsB - points placed
+        by the user instead ("<level> <landmark>" labels). workerPython - the background Python.
     """
 
     xrayAPath: pathlib.Path
@@ -93,6 +100,15 @@ class SpineDARTParameterNode:
     geometryBPath: pathlib.Path
     xrayAVolume: vtkMRMLScalarVolumeNode
     xrayBVolume: vtkMRMLScalarVolumeNode
+    targetLevels: str
+    gauge: str
+    marginMm: float = 1.0
+    landmarksPath: pathlib.Path
+    masksPath: pathlib.Path
+    usePlacedPoints: bool
+    pointsA: vtkMRMLMarkupsFiducialNode
+    pointsB: vtkMRMLMarkupsFiducialNode
+    workerPython: pathlib.Path
 
 
 #
@@ -109,6 +125,8 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._client = None  # the running or last plan's worker client
+        self._planFolder = None  # subject-hierarchy folder of the last plan
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -133,6 +151,11 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.loadXraysButton.connect("clicked(bool)", self.onLoadXraysButton)
+        self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.connect("timeout()", self._pollPlan)
 
         # Make sure the parameter node is initialized (needed for module reload).
         self.initializeParameterNode()
@@ -187,6 +210,10 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             and optionalPath(parameterNode.xrayBPath) is not None
         )
         self.ui.loadXraysButton.enabled = ready
+        running = self._client is not None and not self._client.finished
+        self.ui.planButton.enabled = bool(
+            parameterNode and parameterNode.xrayAVolume and parameterNode.xrayBVolume and not running
+        )
         self.ui.loadXraysButton.toolTip = (
             _("Read both X-rays with their geometry and add them to the scene, each on its detector plane.")
             if ready
@@ -269,6 +296,78 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             sliceWidget.mrmlSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
             sliceWidget.mrmlSliceNode().RotateToVolumePlane(volume)
             sliceWidget.fitSliceToBackground()
+
+    def onPlanButton(self) -> None:
+        """Start the plan in the background worker; the timer follows it (no modal dialogs)."""
+        try:
+            if not self.logic.ensureLibraryDependencies(askConfirmation=True):
+                return
+            self._client = self.logic.startPlan(self._parameterNode)
+        except Exception as exc:
+            self._reportError(_("Planning could not start"), exc)
+            return
+        self.ui.planLogTextEdit.clear()
+        self.ui.planProgressBar.value = 0
+        self.ui.cancelButton.enabled = True
+        self._onParameterNodeModified()
+        self._setStatus(_("Planning in the background..."), "none")
+        self._timer.start()
+
+    def onCancelButton(self) -> None:
+        if self._client is not None:
+            self._client.cancel()
+
+    def _pollPlan(self) -> None:
+        from SpineDARTLib.worker import describe_message
+
+        client = self._client
+        for message in client.poll():
+            line = describe_message(message)
+            if message.get("type") == "progress":
+                self.ui.planProgressBar.value = int(100 * message["fraction"])
+            if line:
+                self.ui.planLogTextEdit.appendPlainText(line)
+        if not client.finished:
+            return
+        self._timer.stop()
+        self.ui.cancelButton.enabled = False
+        self._onParameterNodeModified()
+        if client.state != "done":
+            self._setStatus(_("Plan {state}: {reason}").format(state=client.state, reason=client.reason), "error")
+            return
+        try:
+            added = self.logic.finishPlan(client)
+        except Exception as exc:
+            self._reportError(_("Loading the plan failed"), exc)
+            return
+        self._planFolder = added["folder"]
+        for line in added["lines"].values():
+            self.addObserver(line, line.PointEndInteractionEvent, self._onLineEdited)
+        self._fillResultsTable()
+        if added["report"]["ok"]:
+            self._setStatus(_("Planned: every path safe."), "ok")
+        else:
+            self._setStatus(_("Planned, with flags: see the table."), "warning")
+
+    def _onLineEdited(self, caller, event) -> None:
+        try:
+            self.logic.recheckLine(caller, self._parameterNode)
+        except Exception as exc:
+            self._reportError(_("Re-checking the cannula failed"), exc)
+        self._fillResultsTable()
+
+    def _fillResultsTable(self) -> None:
+        from SpineDARTLib.mrml_plan import TABLE_HEADERS, table_cells
+
+        rows = self.logic.resultRows(self._planFolder) if self._planFolder is not None else []
+        table = self.ui.resultsTable
+        table.clear()
+        table.setColumnCount(len(TABLE_HEADERS))
+        table.setHorizontalHeaderLabels(TABLE_HEADERS)
+        table.setRowCount(len(rows))
+        for i, cells in enumerate(table_cells(rows)):
+            for j, value in enumerate(cells):
+                table.setItem(i, j, qt.QTableWidgetItem(value))
 
     def _setStatus(self, text: str, level: str) -> None:
         self.ui.statusLabel.text = text
@@ -450,6 +549,42 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
 
         return mrml.describe_view_pair(volumeA, volumeB)
 
+    # -- planning ------------------------------------------------------------------------------
+
+    def startPlan(self, parameterNode, outDir=None, scene=None):
+        """Write the job (X-rays, landmarks) and start the background worker; returns its client."""
+        from SpineDARTLib import mrml_plan
+        from SpineDARTLib.worker import WorkerClient
+
+        p = parameterNode
+        jobDir = pathlib.Path(tempfile.mkdtemp(prefix="spinedart-plan-", dir=slicer.app.temporaryPath))
+        points = [p.pointsA, p.pointsB] if p.usePlacedPoints else None
+        job = mrml_plan.plan_job(
+            [p.xrayAVolume, p.xrayBVolume], jobDir, outDir or jobDir / "plan", p.targetLevels, p.gauge, p.marginMm,
+            optionalPath(p.landmarksPath), optionalPath(p.masksPath), points,
+        )  # fmt: skip
+        python = optionalPath(p.workerPython)
+        return WorkerClient(job, python=str(python) if python else None, workdir=jobDir).start()
+
+    def finishPlan(self, client, scene=None):
+        """Put a finished plan into the scene (folder, models, editable cannula lines)."""
+        from SpineDARTLib import mrml_plan
+
+        return mrml_plan.add_plan(scene if scene is not None else slicer.mrmlScene, client.result["report"])
+
+    def recheckLine(self, line, parameterNode=None, scene=None):
+        """Re-check an edited cannula against its vertebra (and the fluoroscopic rule on both X-rays)."""
+        from SpineDARTLib import mrml, mrml_plan
+
+        volumes = [parameterNode.xrayAVolume, parameterNode.xrayBVolume] if parameterNode else []
+        projections = [mrml.projection_from_node(v) for v in volumes] if all(volumes) and volumes else None
+        return mrml_plan.recheck_line(scene if scene is not None else slicer.mrmlScene, line, projections)
+
+    def resultRows(self, folder, scene=None):
+        from SpineDARTLib import mrml_plan
+
+        return mrml_plan.plan_table(scene if scene is not None else slicer.mrmlScene, folder)
+
 
 def requirementName(spec: str) -> str:
     """Normalised distribution name of a requirement specifier ("scikit-image>=0.22" -> "scikit-image")."""
@@ -492,6 +627,8 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
         self.test_SpineDARTSameViewTwiceIsRefused()
         self.setUp()
         self.test_SpineDARTMissingImageIsOneLineError()
+        self.setUp()
+        self.test_SpineDARTPlanDemoFromPlacedPoints()
 
     def test_SpineDARTLoadDemoCase(self):
         """Both demo X-rays become volumes with their geometry; the views are far enough apart."""
@@ -581,3 +718,34 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
         # An empty path field is refused before anything is read.
         with self.assertRaises(UserError):
             logic.loadXrays(case / "xray_a.png", pathlib.Path("."))
+
+    def test_SpineDARTPlanDemoFromPlacedPoints(self):
+        """L2 of the demo case planned from points placed on both X-rays, in the background worker;
+        the plan reaches the scene, and dragging the left cannula 4 mm medially makes it unsafe."""
+        from SpineDARTLib import mrml_plan
+        from SpineDARTLib.fit.landmarks2d import read_landmarks_2d
+        from SpineDARTLib.resources import demo_case_dir
+
+        self.delayDisplay("Planning L2 of the demo case from placed points")
+        logic = SpineDARTLogic()
+        volumeA, volumeB = logic.loadDemoCase()
+        given = read_landmarks_2d(demo_case_dir() / "landmarks.json")
+        p = logic.getParameterNode()
+        p.xrayAVolume, p.xrayBVolume = volumeA, volumeB
+        for i, (field, volume) in enumerate((("pointsA", volumeA), ("pointsB", volumeB))):
+            points = mrml_plan.add_landmark_points(slicer.mrmlScene, volume, {"L2": given.views[i]["L2"]}, field)
+            setattr(p, field, points)
+        p.usePlacedPoints, p.targetLevels, p.gauge, p.marginMm = True, "L2", "", 1.0
+        client = logic.startPlan(p)
+        self.assertEqual(client.wait(timeout_s=600), "done", client.reason)
+        added = logic.finishPlan(client)
+        rows = logic.resultRows(added["folder"])
+        self.assertEqual([(r["level"], r["side"], r["gauge"]) for r in rows], [("L2", "left", 11), ("L2", "right", 11)])
+        line = added["lines"][("L2", "left")]
+        for i in range(2):
+            position = [0.0, 0.0, 0.0]
+            line.GetNthControlPointPositionWorld(i, position)
+            line.SetNthControlPointPositionWorld(i, position[0] + 4.0, position[1], position[2])
+        check = logic.recheckLine(line, p)
+        self.assertFalse(check["safe"])
+        self.assertIn("UNSAFE", line.GetName())

@@ -126,6 +126,18 @@ def recheck_line(scene: Any, line: Any, projections: list[Projection] | None = N
     return check
 
 
+TABLE_HEADERS = ["Level", "Side", "Gauge", "Safe", "Clearance (mm)", "Grade", "Reasons"]
+
+
+def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The results table's text, one row per cannula (columns as :data:`TABLE_HEADERS`)."""
+    return [
+        [r["level"], r["side"], f"{r['gauge']} G", "yes" if r["safe"] else "NO", f"{r['clearance_mm']:.1f}",
+         r["grade"], "; ".join(r["reasons"])]
+        for r in rows
+    ]  # fmt: skip
+
+
 def plan_table(scene: Any, folder: int) -> list[dict[str, Any]]:
     """One row per cannula line in a plan folder: level, side, gauge and its last check."""
     rows = []
@@ -190,3 +202,50 @@ def landmarks_from_point_lists(xray_nodes: list[Any], point_lists: list[Any]):
             levels.setdefault(level, VertebraEvidence()).landmarks[label[1]] = np.array([u, v])
         views.append(levels)
     return Landmarks2D(views, [xn.GetName() for xn in xray_nodes], "placed by the user in Slicer")
+
+
+# --- a plan job from the scene ----------------------------------------------------------------------
+def plan_job(
+    xray_nodes: list[Any],
+    job_dir: str | Path,
+    out_dir: str | Path,
+    levels: str = "",
+    gauge: str = "",
+    margin_mm: float = 1.0,
+    landmarks_path: str | Path | None = None,
+    masks_path: str | Path | None = None,
+    point_lists: list[Any] | None = None,
+) -> dict[str, Any]:
+    """A worker job (:mod:`SpineDARTLib.worker`) for the two loaded X-ray nodes: the X-rays are
+    written with their geometry into ``job_dir`` (whatever they were loaded from), the landmarks come
+    from a file or from point lists placed on the X-rays. Refuses what the plan would refuse, early."""
+    from .anatomy.levels import parse_levels
+    from .fit.landmarks2d import read_landmarks_2d, write_landmarks_2d
+    from .xray import write_xray
+
+    if len(xray_nodes) != 2 or any(n is None for n in xray_nodes):
+        raise UserError("two X-rays are needed", "load X-ray A and X-ray B first")
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    xrays = []
+    for k, node in enumerate(xray_nodes):
+        path = job_dir / f"xray_{'ab'[k]}.tif"
+        write_xray(mrml.xray_from_node(node), path, provenance={"from_node": node.GetName()})
+        xrays.append(str(path))
+    if point_lists is not None:
+        lm_path = write_landmarks_2d(landmarks_from_point_lists(xray_nodes, point_lists), job_dir / "landmarks.json")
+    elif landmarks_path:
+        lm_path = Path(landmarks_path)
+        read_landmarks_2d(lm_path, n_views=2)  # refused here rather than in the worker
+    else:
+        raise UserError("no landmarks", "choose a landmarks file, or place points on both X-rays")
+    gauge_value = None if gauge in ("", "by level") else int(gauge)
+    return {
+        "xrays": xrays,
+        "landmarks": str(lm_path),
+        "masks": str(masks_path) if masks_path else None,
+        "levels": parse_levels(levels) if levels.strip() else None,
+        "gauge": gauge_value,
+        "margin_mm": float(margin_mm),
+        "out": str(out_dir),
+    }

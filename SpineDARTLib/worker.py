@@ -89,6 +89,19 @@ def run_job(job_path: str | Path) -> int:
         return 3
 
 
+def describe_message(message: dict[str, Any]) -> str:
+    """One log line for a worker message ("" for those a log does not show)."""
+    kind = message.get("type")
+    if kind == "progress":
+        return str(message["message"])
+    if kind == "vertebra":
+        flags = ", ".join(f"{c['side']} {'safe' if c['safe'] else 'UNSAFE'}" for c in message["cannulas"])
+        return f"{message['level']}: {message['status']}" + (f" ({flags})" if flags else "")
+    if kind == "error":
+        return f"error: {message['message']}"
+    return str(message.get("message", "")) if kind == "log" else ""
+
+
 # --- the client -------------------------------------------------------------------------------------
 class WorkerClient:
     """Start a plan job in a child process and follow it without blocking.
