@@ -336,7 +336,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._setStatus(_("Plan {state}: {reason}").format(state=client.state, reason=client.reason), "error")
             return
         try:
-            added = self.logic.finishPlan(client)
+            added = self.logic.finishPlan(client, self._parameterNode)
         except Exception as exc:
             self._reportError(_("Loading the plan failed"), exc)
             return
@@ -566,11 +566,16 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         python = optionalPath(p.workerPython)
         return WorkerClient(job, python=str(python) if python else None, workdir=jobDir).start()
 
-    def finishPlan(self, client, scene=None):
-        """Put a finished plan into the scene (folder, models, editable cannula lines)."""
+    def finishPlan(self, client, parameterNode=None, scene=None):
+        """Put a finished plan into the scene (folder, models, editable cannula lines) and draw it on
+        both X-rays' image planes."""
         from SpineDARTLib import mrml_plan
 
-        return mrml_plan.add_plan(scene if scene is not None else slicer.mrmlScene, client.result["report"])
+        scene = scene if scene is not None else slicer.mrmlScene
+        added = mrml_plan.add_plan(scene, client.result["report"])
+        if parameterNode is not None and parameterNode.xrayAVolume and parameterNode.xrayBVolume:
+            mrml_plan.draw_on_xrays(scene, [parameterNode.xrayAVolume, parameterNode.xrayBVolume], added)
+        return added
 
     def recheckLine(self, line, parameterNode=None, scene=None):
         """Re-check an edited cannula against its vertebra (and the fluoroscopic rule on both X-rays)."""
@@ -738,7 +743,9 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
         p.usePlacedPoints, p.targetLevels, p.gauge, p.marginMm = True, "L2", "", 1.0
         client = logic.startPlan(p)
         self.assertEqual(client.wait(timeout_s=600), "done", client.reason)
-        added = logic.finishPlan(client)
+        added = logic.finishPlan(client, p)
+        # The fitted outline of L2 drawn on each X-ray's plane.
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLMarkupsClosedCurveNode"), 2)
         rows = logic.resultRows(added["folder"])
         self.assertEqual([(r["level"], r["side"], r["gauge"]) for r in rows], [("L2", "left", 11), ("L2", "right", 11)])
         line = added["lines"][("L2", "left")]

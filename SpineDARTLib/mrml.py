@@ -217,10 +217,10 @@ def add_line_node(scene: Any, start_ras: np.ndarray, end_ras: np.ndarray, name: 
     return node
 
 
-def folder_with(scene: Any, name: str, nodes: list[Any]) -> int:
-    """A subject-hierarchy folder (under the scene) holding ``nodes``; returns its item id."""
+def folder_with(scene: Any, name: str, nodes: list[Any], parent: int | None = None) -> int:
+    """A subject-hierarchy folder (under ``parent``, default the scene) holding ``nodes``; returns its id."""
     sh = _slicer().vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    folder = sh.CreateFolderItem(sh.GetSceneItemID(), name)
+    folder = sh.CreateFolderItem(sh.GetSceneItemID() if parent is None else parent, name)
     for n in nodes:
         item = sh.GetItemByDataNode(n)
         if item:

@@ -249,3 +249,53 @@ def plan_job(
         "margin_mm": float(margin_mm),
         "out": str(out_dir),
     }
+
+
+# --- the plan drawn on the X-rays ---------------------------------------------------------------------
+def _on_image(xray_node: Any, uv: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (u, v) → RAS points on the X-ray's image plane (as shown in its slice view)."""
+    m = _matrix(xray_node, False)
+    uvw = np.c_[uv, np.zeros(len(uv)), np.ones(len(uv))]
+    return (uvw @ m.T)[:, :3]
+
+
+def draw_on_xrays(scene: Any, xray_nodes: list[Any], added: dict[str, Any]) -> list[Any]:
+    """The fitted outlines (closed markups curves) and the cannulas (markups lines, coloured by
+    safety) of a plan on each X-ray's image plane, so they show in slice views reformatted to the
+    X-rays; put into the plan's folder. Returns the new nodes."""
+    import vtk
+    from skimage.measure import find_contours
+    from vtk.util import numpy_support
+
+    from .overlay import silhouette
+
+    nodes = []
+    for k, xn in enumerate(xray_nodes):
+        p = mrml.projection_from_node(xn)
+        w, h = p.image_size
+        for level, model in added["models"].items():
+            poly = model.GetPolyData()
+            verts = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
+            faces = numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+            contours = find_contours(silhouette(p, verts, faces, (w, h), 1).astype(float), 0.5)
+            if not contours:
+                continue
+            rc = max(contours, key=len)[::2]  # (row, col), every other point is plenty
+            curve = scene.AddNewNodeByClass("vtkMRMLMarkupsClosedCurveNode", f"{level} outline {'AB'[k]}")
+            for ras in _on_image(xn, rc[:, ::-1]):
+                curve.AddControlPoint(vtk.vtkVector3d(*ras))
+            curve.CreateDefaultDisplayNodes()
+            curve.GetDisplayNode().SetPointLabelsVisibility(False)
+            curve.GetDisplayNode().SetGlyphScale(0.5)
+            curve.SetLocked(True)
+            nodes.append(curve)
+        for (level, side), line in added["lines"].items():
+            entry, target = line_points(line)
+            a, b = _on_image(xn, p.project(np.stack([entry, target])))
+            proj = mrml.add_line_node(scene, a, b, f"{level} {side} on {'AB'[k]}")
+            proj.SetLocked(True)
+            _paint(proj, json.loads(line.GetAttribute(ATTR_CHECK))["safe"])
+            nodes.append(proj)
+    if nodes:
+        mrml.folder_with(scene, "on the X-rays", nodes, parent=added["folder"])
+    return nodes

@@ -30,7 +30,7 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
-def _silhouette(p: Projection, vertices: np.ndarray, faces: np.ndarray, size: tuple[int, int], k: int):
+def silhouette(p: Projection, vertices: np.ndarray, faces: np.ndarray, size: tuple[int, int], k: int):
     """The mesh's projected silhouette as a binary mask at ``k``× the image's resolution."""
     from PIL import Image, ImageDraw
 
@@ -54,7 +54,7 @@ def draw_overlay(image: np.ndarray, p: Projection, items: list[OverlayItem], pat
     for it in items:
         if it.vertices is None or it.faces is None:
             continue
-        sil = _silhouette(p, it.vertices, it.faces, (w, h), k)
+        sil = silhouette(p, it.vertices, it.faces, (w, h), k)
         edge = sil & ~binary_erosion(sil, iterations=max(1, k))
         rgb[edge] = RED if it.failed else CYAN
     im = Image.fromarray(rgb)

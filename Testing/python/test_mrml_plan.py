@@ -96,3 +96,25 @@ def test_manual_landmarks_plan(plan_dir, mrml_scene, tmp_path):
     lists[0].SetNthControlPointLabel(0, "L2 XYZ")
     with pytest.raises(UserError, match="is not named"):
         mrml_plan.landmarks_from_point_lists([a, b], lists)
+
+
+def test_plan_drawn_on_the_xrays(plan_dir, mrml_scene):
+    """Outlines and cannulas lie on each X-ray's image plane, the outline around the vertebra."""
+    from SpineDARTLib import mrml, mrml_plan
+
+    a, b = mrml.load_xray_pair(mrml_scene, CASE / "xray_a.png", CASE / "xray_b.png")
+    added = mrml_plan.add_plan(mrml_scene, plan_dir / "report.json")
+    nodes = mrml_plan.draw_on_xrays(mrml_scene, [a, b], added)
+    assert sorted(n.GetName() for n in nodes) == sorted(
+        ["L2 outline A", "L2 outline B", "L2 left on A", "L2 right on A", "L2 left on B", "L2 right on B"]
+    )
+    report = json.loads((plan_dir / "report.json").read_text())
+    bc = np.asarray(report["vertebrae"][0]["landmarks_ras_mm"]["BC"])
+    for xn, tag in ((a, "A"), (b, "B")):
+        ras_to_ijk = mrml_plan._matrix(xn, True)
+        curve = next(n for n in nodes if n.GetName() == f"L2 outline {tag}")
+        pts = np.array([curve.GetNthControlPointPositionWorld(i) for i in range(curve.GetNumberOfControlPoints())])
+        ijk = np.c_[pts, np.ones(len(pts))] @ ras_to_ijk.T
+        assert len(pts) > 20 and np.abs(ijk[:, 2]).max() < 1e-3  # on the image plane
+        centre = mrml.projection_from_node(xn).project(bc[None])[0]
+        assert ijk[:, 0].min() < centre[0] < ijk[:, 0].max() and ijk[:, 1].min() < centre[1] < ijk[:, 1].max()
