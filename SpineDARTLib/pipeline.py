@@ -110,10 +110,11 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
         targets.append(FitTarget(level, model, init, evidence, [m.get(level) for m in masks]))
     timings["init_s"] = time.perf_counter() - t
 
-    say(0.15, f"read 2 X-rays, initialised {', '.join(levels)}; fitting them jointly on both views")
+    say(0.1, f"read 2 X-rays, initialised {', '.join(levels)}; fitting them jointly on both views")
     t = time.perf_counter()
     cfg = fit_config or FitConfig(seed=req.seed)
-    results = fit(targets, [FitView(x.projection, x.image) for x in xrays], cfg)
+    views = [FitView(x.projection, x.image) for x in xrays]
+    results = fit(targets, views, cfg, progress=lambda f, m: say(0.15 + 0.6 * f, f"fitting: {m}"))
     timings["fit_s"] = time.perf_counter() - t
 
     plans: list[VertebraPlan] = []

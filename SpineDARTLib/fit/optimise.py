@@ -386,11 +386,16 @@ def _verdict(
 
 
 def fit(
-    targets: list[FitTarget], views: list[FitView], cfg: FitConfig | None = None, primary: list[int] | None = None
+    targets: list[FitTarget],
+    views: list[FitView],
+    cfg: FitConfig | None = None,
+    primary: list[int] | None = None,
+    progress=None,
 ) -> list[FitResult]:
     """Fit every target jointly on the views (see the module docstring); one result per target.
     ``primary``: indices of the targets that matter (default all); the others are neighbours that
-    help explain the image and are not refined in the last stage."""
+    help explain the image and are not refined in the last stage. ``progress(fraction, message)``
+    is called as the stages start."""
     cfg = cfg or FitConfig()
     if len(views) != 2:
         raise UserError(f"{len(views)} views given", "give two X-rays (two views) to fit")
@@ -406,6 +411,8 @@ def fit(
     iterations = 0
     n_stages = len(cfg.stages)
     for k, stage in enumerate(cfg.stages):
+        if progress is not None:
+            progress(k / n_stages, f"fit stage {k + 1}/{n_stages} ({stage.size} px)")
         # The last stage refines only the primary instances; the others stay where the earlier
         # stages put them and are drawn once, as a fixed part of the image (a 3-4× cheaper stage).
         active = list(range(len(targets))) if primary is None or k < n_stages - 1 else list(primary)
