@@ -9,6 +9,7 @@ checked (and, with the user's consent, installed) them.
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import pathlib
 import re
@@ -465,6 +466,7 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
                 "SpineDART needs Python {}.{} or later and this Slicer runs Python {}.{}: "
                 "install a recent Slicer release".format(*MINIMUM_PYTHON, *sys.version_info[:2])
             )
+        self._ensureTorch(askConfirmation)
         missing = self.missingRequirements()
         if missing:
             logging.info("SpineDART: missing Python packages: %s", ", ".join(missing))
@@ -480,6 +482,18 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
                 )
         self._dependenciesChecked = True
         return True
+
+    @staticmethod
+    def _ensureTorch(askConfirmation: bool) -> None:
+        """torch and torchvision come from the PyTorch extension (never from requirements.txt)."""
+        if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("torchvision") is not None:
+            return
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError("SpineDART needs the PyTorch extension: install it (Extensions Manager)") from None
+        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is None:
+            raise RuntimeError("PyTorch was not installed: SpineDART cannot plan without it")
 
     @staticmethod
     def _pipInstall(requirements: list, askConfirmation: bool) -> bool:
