@@ -18,6 +18,7 @@ import numpy as np
 from . import mrml
 from .errors import UserError
 from .geometry.projection import Projection
+from .markups import SAFE_RGB, UNSAFE_RGB
 from .plan import Bone, Cannula
 from .plan.planner import assess
 from .schemas import PLAN_REPORT_V1, load_json
@@ -30,7 +31,6 @@ ATTR_MODEL = "SpineDART.ModelNodeID"
 ATTR_LANDMARKS = "SpineDART.Landmarks"
 ATTR_CHECK = "SpineDART.Check"
 ATTR_STATUS = "SpineDART.Status"
-SAFE_RGB, UNSAFE_RGB = (0.1, 0.8, 0.2), (0.95, 0.15, 0.1)
 
 
 def _model_node(scene: Any, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None, name: str) -> Any:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
+from .markups import SAFE_RGB, UNSAFE_RGB
 from .mesh_io import read_mesh
 
 BONE_RGB, FAILED_RGB = (0.93, 0.89, 0.80), (0.9, 0.45, 0.4)
-SAFE_RGB, UNSAFE_RGB = (0.1, 0.8, 0.2), (0.95, 0.15, 0.1)
 
 
 def _actor(poly, rgb, opacity=1.0):
