@@ -61,4 +61,4 @@ def write_outputs(out: Path, xrays, landmarks, targets, fitted, plans) -> dict[s
         title = "  ".join(f"{vp.level}: {vp.status}" for vp in plans)
         draw_overlay(x.image, x.projection, items, out / name, title)
         overlays.append(name)
-    return {"vertebrae": per_level, "overlays": {"overlays": overlays}}
+    return {"vertebrae": per_level, "overlays": overlays}

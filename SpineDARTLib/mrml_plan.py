@@ -86,16 +86,23 @@ def add_plan(scene: Any, report_path: str | Path, name: str | None = None) -> di
     return {"folder": folder, "models": models, "lines": lines, "report": report}
 
 
+def _model_mesh(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices RAS, triangles) of a model node made by :func:`add_plan`."""
+    from vtk.util import numpy_support
+
+    poly = model.GetPolyData()
+    verts = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
+    return verts, numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+
+
 def _bone_of(scene: Any, line: Any) -> Bone:
     from vtk.util import numpy_support
 
     model = scene.GetNodeByID(line.GetAttribute(ATTR_MODEL) or "")
     if model is None or model.GetPolyData() is None:
         raise UserError(f"line '{line.GetName()}' has lost its vertebra model", "plan this vertebra again")
-    poly = model.GetPolyData()
-    verts = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
-    faces = numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
-    part = poly.GetPointData().GetArray("part")
+    verts, faces = _model_mesh(model)
+    part = model.GetPolyData().GetPointData().GetArray("part")
     labels = None if part is None else numpy_support.vtk_to_numpy(part)
     landmarks = {k: np.asarray(p, float) for k, p in json.loads(model.GetAttribute(ATTR_LANDMARKS)).items()}
     return Bone(verts, faces, landmarks, labels)
@@ -265,7 +272,6 @@ def draw_on_xrays(scene: Any, xray_nodes: list[Any], added: dict[str, Any]) -> l
     X-rays; put into the plan's folder. Returns the new nodes."""
     import vtk
     from skimage.measure import find_contours
-    from vtk.util import numpy_support
 
     from .overlay import silhouette
 
@@ -274,9 +280,7 @@ def draw_on_xrays(scene: Any, xray_nodes: list[Any], added: dict[str, Any]) -> l
         p = mrml.projection_from_node(xn)
         w, h = p.image_size
         for level, model in added["models"].items():
-            poly = model.GetPolyData()
-            verts = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(float)
-            faces = numpy_support.vtk_to_numpy(poly.GetPolys().GetConnectivityArray()).reshape(-1, 3)
+            verts, faces = _model_mesh(model)
             contours = find_contours(silhouette(p, verts, faces, (w, h), 1).astype(float), 0.5)
             if not contours:
                 continue

@@ -163,7 +163,7 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
             }
             for i, (p, r, tg) in enumerate(zip(plans, results, targets, strict=True))
         ],
-        "files": files["overlays"],
+        "files": {"overlays": files["overlays"]},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "provenance": provenance(
             inputs=[*req.xrays, *_sidecars(xrays), req.landmarks, *([req.masks] if req.masks else [])],

@@ -57,9 +57,13 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int) -
 
 def distance_to_mesh(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Exact unsigned distance from each point to the nearest triangle."""
+    return distance_to_trimesh(points, _trimesh(vertices, faces, "mesh"))
+
+
+def distance_to_trimesh(points: np.ndarray, mesh) -> np.ndarray:
+    """:func:`distance_to_mesh` for a ``trimesh.Trimesh`` built once and queried many times."""
     import trimesh
 
-    mesh = _trimesh(vertices, faces, "mesh")
     pts = np.asarray(points, dtype=np.float64)
     # In chunks: for points far from the mesh (a fit that ran away) trimesh's candidate triangles
     # grow to most of the mesh per point, which took > 20 GB for 20 000 points at once.

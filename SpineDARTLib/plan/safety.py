@@ -19,6 +19,7 @@ import numpy as np
 
 from ..anatomy.vertebra import PART_NAMES
 from ..meshing import SignedDistance, orient_outward
+from ..surface import distance_to_trimesh
 from .cannula import Cannula
 
 GRADES = ("A", "B", "C", "D", "E")
@@ -49,7 +50,17 @@ class Bone:
         self.vertices = np.asarray(self.vertices, float)
         self.faces = orient_outward(self.vertices, self.faces)
         self.signed = SignedDistance(self.vertices, self.faces)
+        self._mesh = None
         self._parts: dict[str, Any] = {}
+
+    @property
+    def mesh(self):
+        """The whole surface as a ``trimesh.Trimesh`` (built once: its search tree is reused)."""
+        if self._mesh is None:
+            import trimesh
+
+            self._mesh = trimesh.Trimesh(self.vertices, self.faces, process=False)
+        return self._mesh
 
     def part_mesh(self, part: str):
         """A trimesh of the faces whose vertices are mostly labelled ``part`` (None if unlabelled)."""
@@ -68,13 +79,10 @@ class Bone:
     def part_clearance(self, part: str, points: np.ndarray, signed: np.ndarray) -> float | None:
         """Smallest distance of ``points`` to the part's surface; a point outside the bone counts
         negative when this part is the surface it broke through (its nearest), else not at all."""
-        import trimesh
-
         mesh = self.part_mesh(part)
         if mesh is None:
             return None
-        d = np.concatenate([trimesh.proximity.closest_point(mesh, points[i : i + 2000])[1]
-                            for i in range(0, len(points), 2000)])  # fmt: skip
+        d = distance_to_trimesh(points, mesh)
         return float(np.min(np.where(signed < 0, d, np.where(d <= signed + 0.5, -d, np.inf))))
 
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,7 +107,6 @@ class CannulaCheck:
     clearance_canal_mm: float | None  # to the spinal canal's wall
     tip_depth: float  # tip along posterior body wall (0) → anterior body point (1)
     tip_inside: bool
-    entry_skip_mm: float
 
     @property
     def tip_ok(self) -> bool:
@@ -131,9 +138,8 @@ def _incidence_cos(bone: Bone, point: np.ndarray, direction: np.ndarray) -> floa
     """|cos θ| between the axis and the surface normal nearest to ``point``."""
     import trimesh
 
-    mesh = trimesh.Trimesh(bone.vertices, bone.faces, process=False)
-    _, _, tri = trimesh.proximity.closest_point(mesh, point[None])
-    return max(abs(float(mesh.face_normals[int(tri[0])] @ direction)), 1e-3)
+    _, _, tri = trimesh.proximity.closest_point(bone.mesh, point[None])
+    return max(abs(float(bone.mesh.face_normals[int(tri[0])] @ direction)), 1e-3)
 
 
 def check_cannula(bone: Bone, c: Cannula, margin_mm: float = 1.0) -> CannulaCheck:
@@ -150,7 +156,7 @@ def check_cannula(bone: Bone, c: Cannula, margin_mm: float = 1.0) -> CannulaChec
     inside = bone.signed(c.entry + s_axis[:, None] * c.direction) < 0
     if not inside.any():
         x_ = float(-bone.signed(c.target[None])[0])
-        return CannulaCheck(np.inf, "E", x_, None, None, _tip_depth(bone, c), False, c.length_mm)
+        return CannulaCheck(np.inf, "E", x_, None, None, _tip_depth(bone, c), False)
     s_in = float(s_axis[np.argmax(inside)])
     cos = _incidence_cos(bone, c.entry + s_in * c.direction, c.direction)
     sin = np.sqrt(max(1.0 - cos * cos, 0.0))
@@ -181,7 +187,6 @@ def check_cannula(bone: Bone, c: Cannula, margin_mm: float = 1.0) -> CannulaChec
         clearance_canal_mm=bone.part_clearance("canal_wall", wall_d, sd_d),
         tip_depth=_tip_depth(bone, c),
         tip_inside=bool(bone.signed(c.target[None])[0] < 0),
-        entry_skip_mm=float(s[deep][0]),
     )
 
 
