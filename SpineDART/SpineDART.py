@@ -6,16 +6,10 @@ to this module; the library and its Python requirements are imported lazily, aft
 checked (and, with the user's consent, installed) them.
 """
 
-import contextlib
-import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import pathlib
-import re
-import sys
 import tempfile
-import traceback
 
 import qt
 import slicer
@@ -34,12 +28,6 @@ from slicer.util import VTKObservationMixin
 
 # Node attribute written by SpineDARTLib.mrml on every X-ray volume: "nominal" or "calibrated".
 GEOMETRY_KIND_ATTRIBUTE = "SpineDART.GeometryKind"
-
-# Provided by Slicer (numpy, vtk) and by the PyTorch extension (torch, torchvision): never
-# installed or upgraded from here, whatever requirements.txt says.
-NOT_INSTALLED_BY_SPINEDART = frozenset({"torch", "torchvision", "vtk", "numpy"})
-
-MINIMUM_PYTHON = (3, 11)
 
 
 #
@@ -408,15 +396,9 @@ def optionalPath(value):
 
 def describeError(exc: Exception):
     """(one-line message, details): details is a traceback for a bug, None for a user mistake."""
-    try:
-        from SpineDARTLib.errors import UserError
-    except ImportError:
-        UserError = ()  # the library is not importable: nothing is a UserError
-    if UserError and isinstance(exc, UserError):
-        return exc.one_line(), None
-    message = " ".join(f"{type(exc).__name__}: {exc}".split())
-    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return message, details
+    from SpineDARTLib.errors import describe_error  # standard library only
+
+    return describe_error(exc)
 
 
 #
@@ -440,48 +422,20 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
     def requirementsPath() -> pathlib.Path:
         return pathlib.Path(__file__).resolve().parent / "Resources" / "requirements.txt"
 
-    @classmethod
-    def requirements(cls) -> list:
-        """Requirement specifiers from Resources/requirements.txt, minus what Slicer provides."""
-        out = []
-        for line in cls.requirementsPath().read_text(encoding="utf-8").splitlines():
-            spec = line.split("#", 1)[0].strip()
-            if spec and requirementName(spec) not in NOT_INSTALLED_BY_SPINEDART:
-                out.append(spec)
-        return out
-
-    @classmethod
-    def missingRequirements(cls) -> list:
-        return [spec for spec in cls.requirements() if not requirementSatisfied(spec)]
-
     def ensureLibraryDependencies(self, askConfirmation: bool = True) -> bool:
         """Install the missing Python packages of SpineDARTLib (asking first); False if declined.
 
         Never called at import time: the module loads without them, and the user decides when.
         """
-        if self._dependenciesChecked:
-            return True
-        if sys.version_info < MINIMUM_PYTHON:
-            raise RuntimeError(
-                "SpineDART needs Python {}.{} or later and this Slicer runs Python {}.{}: "
-                "install a recent Slicer release".format(*MINIMUM_PYTHON, *sys.version_info[:2])
+        if not self._dependenciesChecked:
+            from SpineDARTLib.requirements import ensure_requirements  # standard library only
+
+            self._dependenciesChecked = ensure_requirements(
+                self.requirementsPath(),
+                lambda missing: self._pipInstall(missing, askConfirmation),
+                lambda: self._ensureTorch(askConfirmation),
             )
-        self._ensureTorch(askConfirmation)
-        missing = self.missingRequirements()
-        if missing:
-            logging.info("SpineDART: missing Python packages: %s", ", ".join(missing))
-            if not self._pipInstall(missing, askConfirmation):
-                return False
-            importlib.invalidate_caches()
-            stillMissing = self.missingRequirements()
-            if stillMissing:
-                raise RuntimeError(
-                    "these Python packages could not be installed: {}; see the Python console".format(
-                        ", ".join(stillMissing)
-                    )
-                )
-        self._dependenciesChecked = True
-        return True
+        return self._dependenciesChecked
 
     @staticmethod
     def _ensureTorch(askConfirmation: bool) -> None:
@@ -497,15 +451,11 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _pipInstall(requirements: list, askConfirmation: bool) -> bool:
-        # Pin what Slicer and the PyTorch extension already provide, so that no requirement can
-        # upgrade or replace them.
-        pins = []
-        for name in sorted(NOT_INSTALLED_BY_SPINEDART):
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                pins.append(f"{name}=={importlib.metadata.version(name)}")
+        from SpineDARTLib.requirements import constraint_pins
+
         with tempfile.TemporaryDirectory(prefix="spinedart-pip-") as tmp:
             constraints = pathlib.Path(tmp) / "constraints.txt"
-            constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
+            constraints.write_text("\n".join(constraint_pins()) + "\n", encoding="utf-8")
             args = ["-c", str(constraints), *requirements]
             try:
                 from slicer import packaging as slicer_packaging  # Slicer with uv-based installs
@@ -603,27 +553,6 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         from SpineDARTLib import mrml_plan
 
         return mrml_plan.plan_table(scene if scene is not None else slicer.mrmlScene, folder)
-
-
-def requirementName(spec: str) -> str:
-    """Normalised distribution name of a requirement specifier ("scikit-image>=0.22" -> "scikit-image")."""
-    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
-    if not match:
-        raise ValueError(f"not a requirement specifier: {spec!r}")
-    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
-
-
-def requirementSatisfied(spec: str) -> bool:
-    """Whether an installed distribution satisfies the specifier (presence only without `packaging`)."""
-    try:
-        installed = importlib.metadata.version(requirementName(spec))
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        return True
-    return Requirement(spec).specifier.contains(installed, prereleases=True)
 
 
 #

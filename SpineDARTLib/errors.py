@@ -40,3 +40,14 @@ class ImageFileError(UserError):
 
 class SchemaError(UserError):
     """A project file that does not follow its versioned schema."""
+
+
+def describe_error(exc: BaseException) -> tuple[str, str | None]:
+    """(one-line message, details) for a panel or a log: details is a traceback for a bug, None for
+    a user's mistake (a :class:`UserError` already says what to fix)."""
+    import traceback
+
+    if isinstance(exc, UserError):
+        return exc.one_line(), None
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return message, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

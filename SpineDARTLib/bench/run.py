@@ -174,6 +174,7 @@ def run_benchmark(
     out: Path,
     case: dict[str, Any] | None = None,
     init: str = "gt-noisy",
+    render_mode: str = "auto",
 ) -> dict[str, Any]:
     """Run (or resume) a set and return the protocol's summary object (also written to OUT)."""
     from ..fit.optimise import FitConfig
@@ -190,11 +191,12 @@ def run_benchmark(
         for method in methods:
             k += 1
             r = done.get((task.key, method))
-            # Records from before the planner existed have no plan: fitted again.
-            if r is None or r.get("seed") != seed or "plan" not in r:
+            # Records from before the planner existed have no plan, those of another rasteriser
+            # (before it was recorded: patches) were drawn differently: fitted again.
+            if r is None or r.get("seed") != seed or "plan" not in r or r.get("render_mode", "patch") != render_mode:
                 t0 = time.perf_counter()
-                r = run_task(task, method, seed, FitConfig(method=method, seed=seed))
-                r["seed"] = seed
+                r = run_task(task, method, seed, FitConfig(method=method, seed=seed, render_mode=render_mode))
+                r["seed"], r["render_mode"] = seed, render_mode
                 r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
                 write_record(rec_path, r)
                 print(
@@ -209,6 +211,7 @@ def run_benchmark(
         "set": set_name or "case",
         "init": init,
         "method": main,
+        "render_mode": render_mode,
         "seed": seed,
         "dice_grid_mm": 0.5,
         "n_skipped": len(skipped),

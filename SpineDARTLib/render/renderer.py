@@ -8,6 +8,7 @@ import torch
 
 from ..errors import UserError
 from .project import project_gaussians
+from .raster_layered import DEFAULT_ISO_TOL, layered_eligible, rasterize_layered
 from .raster_torch import (
     DEFAULT_MAX_RADIUS_PX,
     DEFAULT_SEPARABLE_TOL,
@@ -19,7 +20,7 @@ from .raster_torch import (
 )
 
 BACKENDS = ("torch", "gsplat")
-MODES = ("auto", "patch", "separable")
+MODES = ("auto", "patch", "separable", "layered")
 
 
 class RenderInputError(UserError):
@@ -29,7 +30,7 @@ class RenderInputError(UserError):
 @dataclass
 class RenderResult:
     per_instance: torch.Tensor  # (V, I, H, W) line integrals of each instance
-    mode: str  # the rasteriser that ran: "patch" or "separable"
+    mode: str  # the rasteriser that ran: "patch", "separable" or "layered"
 
     @property
     def images(self) -> torch.Tensor:
@@ -50,8 +51,10 @@ class SplatRenderer:
     """Additive X-ray Gaussian splatting (see :mod:`.project` for the physics).
 
     ``mode``: ``patch`` (truncated patches, any footprint), ``separable`` (one GEMM per instance,
-    only for axis-aligned footprints) or ``auto`` (separable when every footprint's |ρ| ≤
-    ``separable_tol`` and footprints are large compared with the image, else patch).
+    only for axis-aligned footprints), ``layered`` (bilinear deposit + blur layers, only for
+    isotropic footprints: see :mod:`.raster_layered`) or ``auto``: layered where every footprint is
+    isotropic within ``iso_tol`` and resolved (a solid model), else separable when every |ρ| ≤
+    ``separable_tol`` and footprints are large compared with the image, else patch.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class SplatRenderer:
         separable_tol: float = DEFAULT_SEPARABLE_TOL,
         max_radius_px: int = DEFAULT_MAX_RADIUS_PX,
         blur_px: float = 0.0,
+        iso_tol: float = DEFAULT_ISO_TOL,
     ) -> None:
         if backend not in BACKENDS:
             raise RenderInputError(f"unknown renderer backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
@@ -71,11 +75,11 @@ class SplatRenderer:
             from .gsplat_backend import require_gsplat
 
             require_gsplat()
-        if not (truncation >= 2.0 and separable_tol >= 0 and max_radius_px >= 1 and blur_px >= 0):
+        if not (truncation >= 2.0 and separable_tol >= 0 and max_radius_px >= 1 and blur_px >= 0 and iso_tol >= 0):
             raise RenderInputError("renderer settings out of range", "truncation >= 2, tolerances and radii >= 0")
         self.backend, self.mode = backend, mode
         self.truncation, self.separable_tol, self.max_radius_px = truncation, separable_tol, max_radius_px
-        self.blur_px = blur_px
+        self.blur_px, self.iso_tol = blur_px, iso_tol
 
     def render(
         self,
@@ -121,12 +125,21 @@ class SplatRenderer:
             return render_gsplat(self, means, covs, masses, P, (W, H), instance, n_instances)
         proj = project_gaussians(means, covs, masses, P, blur_px2=self.blur_px**2)
         mode = self.mode
+        if mode == "layered" and not layered_eligible(proj, (W, H), self.truncation, self.iso_tol):
+            raise RenderInputError(
+                "the layered rasteriser needs isotropic footprints (within iso_tol) of at least 0.8 px",
+                "use mode 'patch' (or 'auto', which chooses)",
+            )
+        if mode == "auto" and layered_eligible(proj, (W, H), self.truncation, self.iso_tol):
+            mode = "layered"
         if mode == "auto":
             # Measured on 2 cores: one GEMM over the whole image beats patches only when footprints
             # are large (patch area above ~1/16 of the image), e.g. low-resolution previews.
             large = mean_patch_area(proj, self.truncation) > (W * H) / 16
             mode = "separable" if large and max_correlation(proj) <= self.separable_tol else "patch"
-        if mode == "separable":
+        if mode == "layered":
+            img = rasterize_layered(proj, instance, n_instances, (W, H), self.truncation)
+        elif mode == "separable":
             img = rasterize_separable(proj, instance, n_instances, (W, H))
         else:
             img = rasterize_patches(proj, instance, n_instances, (W, H), self.truncation, self.max_radius_px)

@@ -11,6 +11,7 @@ LIB = Path(__file__).resolve().parents[2] / "SpineDARTLib"
 # export). Modules are ranked; a module may import only modules of a rank <= its own.
 RANK = {
     "errors": 0,
+    "requirements": 0,
     "atomic": 1,
     "provenance": 1,
     "schemas": 1,

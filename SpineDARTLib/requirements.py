@@ -1,0 +1,90 @@
+"""The library's Python requirements inside 3D Slicer: which are missing, and a guarded install.
+
+Standard library only, on purpose: the SpineDART module calls this before any other part of the
+library can be imported, and passes in Slicer's own installers (pip through ``slicer.packaging`` or
+``slicer.util.pip_install``, torch through the PyTorch extension), so nothing here imports ``slicer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# Provided by Slicer (numpy, vtk) and by the PyTorch extension (torch, torchvision): never
+# installed or upgraded from here, whatever requirements.txt says.
+NOT_INSTALLED_BY_SPINEDART = frozenset({"torch", "torchvision", "vtk", "numpy"})
+
+MINIMUM_PYTHON = (3, 11)
+
+
+def requirement_name(spec: str) -> str:
+    """Normalised distribution name of a requirement specifier ("scikit-image>=0.22" -> "scikit-image")."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    if not match:
+        raise ValueError(f"not a requirement specifier: {spec!r}")
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def requirement_satisfied(spec: str) -> bool:
+    """Whether an installed distribution satisfies the specifier (presence only without `packaging`)."""
+    try:
+        installed = importlib.metadata.version(requirement_name(spec))
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        return True
+    return Requirement(spec).specifier.contains(installed, prereleases=True)
+
+
+def read_requirements(path: Path) -> list[str]:
+    """Requirement specifiers of a requirements.txt, minus what Slicer provides."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec and requirement_name(spec) not in NOT_INSTALLED_BY_SPINEDART:
+            out.append(spec)
+    return out
+
+
+def missing_requirements(path: Path) -> list[str]:
+    return [spec for spec in read_requirements(path) if not requirement_satisfied(spec)]
+
+
+def constraint_pins() -> list[str]:
+    """``name==version`` of what Slicer and the PyTorch extension installed, so that no requirement
+    can upgrade or replace them (a pip constraints file)."""
+    pins = []
+    for name in sorted(NOT_INSTALLED_BY_SPINEDART):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+    return pins
+
+
+def ensure_requirements(path: Path, install: Callable[[list[str]], bool], ensure_torch: Callable[[], None]) -> bool:
+    """Make the requirements of ``path`` importable: ``ensure_torch()`` first (it raises when torch
+    cannot be had), then ``install(missing)`` (False: the user declined, and so does this). Raises
+    RuntimeError with a one-line message when the Python is too old or an install left a package
+    missing."""
+    if sys.version_info < MINIMUM_PYTHON:
+        raise RuntimeError(
+            "SpineDART needs Python {}.{} or later and this Slicer runs Python {}.{}: "
+            "install a recent Slicer release".format(*MINIMUM_PYTHON, *sys.version_info[:2])
+        )
+    ensure_torch()
+    missing = missing_requirements(path)
+    if not missing:
+        return True
+    if not install(missing):
+        return False
+    importlib.invalidate_caches()
+    still = missing_requirements(path)
+    if still:
+        raise RuntimeError(f"these Python packages could not be installed: {', '.join(still)}; see the Python console")
+    return True
