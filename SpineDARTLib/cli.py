@@ -127,6 +127,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
+    td = sub.add_parser("train-detector", help="train the X-ray annotation network on data-engine cases")
+    td.add_argument("--data", type=Path, required=True, help="folder of cases from spinedart synth (--randomize)")
+    td.add_argument("--out", type=Path, required=True, help="weights file (.safetensors); card and checkpoint beside")
+    td.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    td.add_argument("--epochs", type=int, default=20)
+    td.add_argument("--batch-size", type=int, default=8)
+    td.add_argument("--lr", type=float, default=5e-4)
+    td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--size", choices=("default", "tiny"), default="default", help="tiny: a test configuration")
+    td.add_argument("--stop-after-steps", type=int, help="stop as if interrupted after this many steps in all")
+    td.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
     pl.add_argument("--geometry", type=Path, action="append", help="a geometry sidecar per X-ray (default <stem>.json)")
@@ -514,6 +526,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.seed < 0:
+        raise UserError("--epochs, --batch-size and --lr must be positive", "e.g. --epochs 20 --batch-size 8")
+    if args.out.suffix != ".safetensors":
+        raise UserError("the weights file must end in .safetensors", "e.g. --out detector.safetensors", args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .nets.detector import DetectorConfig
+    from .nets.detector_train import train_detector
+
+    tiny = {"image_size": 64, "embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8), "window_size": 4,
+            "decoder_dim": 16}  # fmt: skip
+    config = DetectorConfig(**tiny) if args.size == "tiny" else DetectorConfig()
+    command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
+    card = train_detector(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
+                          args.resume, args.stop_after_steps, command)  # fmt: skip
+    if card.get("stopped"):
+        print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
+        return 0
+    last = card["history"][-1] if card["history"] else {}
+    print(f"trained {card['epochs']} epochs ({card['steps']} steps, {card['train_seconds']:.0f} s) on "
+          f"{card['n_train_views']} views; last: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()))  # fmt: skip
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
@@ -538,6 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_bench(args)
         if args.command == "plan":
             return _cmd_plan(args)
+        if args.command == "train-detector":
+            return _cmd_train_detector(args, argv)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

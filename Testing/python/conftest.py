@@ -70,6 +70,17 @@ def small_maps(tmp_path_factory):
     return paths
 
 
+@pytest.fixture(scope="session")
+def synth_set(tmp_path_factory):
+    """One small data-engine case (a fractured L4 with its neighbours, orthogonal 96² views) in
+    ``<root>/a``; tests that write into a case copy it first."""
+    from SpineDARTLib.synth import run_synth
+
+    out = tmp_path_factory.mktemp("synth")
+    run_synth(out / "a", 1, ["L4"], "ort", seed=3, fractured=1.0, detector_px=96, progress=False)
+    return out
+
+
 @pytest.fixture
 def mrml_scene():
     """A slicer-core MRML scene with the application and markups logics attached."""

@@ -13,7 +13,6 @@ import pytest
 from SpineDARTLib.anatomy.levels import parse_levels
 from SpineDARTLib.beads import detect_beads
 from SpineDARTLib.schemas import CASE_V1, MANIFEST_V1, VIEW_LABELS_V1, load_json
-from SpineDARTLib.synth import run_synth
 from SpineDARTLib.synth.case import read_masks
 from SpineDARTLib.synth.views import protocol_views, render_drr
 
@@ -93,13 +92,6 @@ def _tree_digest(root: Path) -> dict[str, str]:
         else:
             data = p.read_bytes()
         out[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
-    return out
-
-
-@pytest.fixture(scope="module")
-def synth_set(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    run_synth(out / "a", 1, ["L4"], "ort", seed=3, fractured=1.0, detector_px=96, progress=False)
     return out
 
 

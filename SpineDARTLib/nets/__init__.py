@@ -1,0 +1,1 @@
+"""Networks: the X-ray annotation network (detector); torch + timm, trained here on synthetic data."""

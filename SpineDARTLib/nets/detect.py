@@ -1,0 +1,163 @@
+"""Running the annotation network on an X-ray: vertebrae, their order and levels, landmarks, masks.
+
+Decoding of the dense heads (:mod:`.detector`): centre peaks are the vertebrae; each landmark is the
+heatmap peak of its type nearest where the vertebra's displacement head puts it (peaks assigned
+one-to-one, nearest pairs first), else that regressed position with the heatmap's value there as a
+(low) confidence; each vertebra's mask is its dynamic filter over the shared mask features.
+
+Order: the vertebrae sorted along the principal axis of their centres, cranial first (the direction
+in which the level head's guesses increase). Levels, in order of preference:
+``target`` (the clinician's target level given to the vertebra nearest the image centre, where the
+C-arm is centred), ``ribs`` (the last rib-bearing vertebra before a lumbar one is T12), ``guess``
+(the level head's median offset from the order — no anchor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from ..anatomy.landmarks import LANDMARKS
+from ..anatomy.levels import LEVELS
+from .detector import Detector, instance_mask_logits
+from .detector_data import letterbox
+from .detector_train import DISPLACEMENT_SCALE, LEVEL_SCALE
+
+CENTRE_THRESHOLD = 0.3
+LANDMARK_THRESHOLD = 0.05
+MAX_VERTEBRAE = 24
+MATCH_RADIUS_CELLS = 4.0
+
+
+@dataclass
+class DetectedVertebra:
+    score: float  # centre heatmap peak
+    centre: np.ndarray  # (2,) image pixels (u, v)
+    lumbar_prob: float
+    level_guess: float  # level index (T1 = 0) guessed without an anchor
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name → (u, v) image pixels
+    confidence: dict[str, float] = field(default_factory=dict)  # name → heatmap value
+    mask: np.ndarray | None = None  # (H, W) probability
+    order: int = -1  # 0 = most cranial
+    level: str | None = None
+
+
+def _peaks(heat: torch.Tensor, threshold: float, limit: int) -> list[tuple[int, int, float]]:
+    """(x, y, value) of the 3×3 local maxima above ``threshold`` of a (g, g) map, best first."""
+    pooled = functional.max_pool2d(heat[None, None], 3, stride=1, padding=1)[0, 0]
+    ys, xs = torch.nonzero((heat == pooled) & (heat > threshold), as_tuple=True)
+    vals = heat[ys, xs]
+    idx = torch.argsort(vals, descending=True)[:limit]
+    return [(int(xs[i]), int(ys[i]), float(vals[i])) for i in idx]
+
+
+@torch.no_grad()
+def detect(model: Detector, image: np.ndarray, centre_threshold: float = CENTRE_THRESHOLD) -> list[DetectedVertebra]:
+    """Vertebrae found in one X-ray (line integrals, any size); an empty list when none is."""
+    cfg = model.config
+    s = float(cfg.stride)
+    h, w = image.shape
+    x, box = letterbox(image, cfg.image_size)
+    out = {k: v[0] for k, v in model(torch.from_numpy(x)[None, None]).items()}
+    centre_heat = torch.sigmoid(out["centre"][0])
+    found = _peaks(centre_heat, centre_threshold, MAX_VERTEBRAE)
+    if not found:
+        return []
+    cx = torch.tensor([p[0] for p in found])
+    cy = torch.tensor([p[1] for p in found])
+    centres = torch.stack([cx, cy], 1).float() + out["centre_offset"][:, cy, cx].T  # cells
+    disp = out["displacement"][:, cy, cx].T.reshape(len(found), len(LANDMARKS), 2) * DISPLACEMENT_SCALE
+    regressed = centres[:, None, :] + disp  # (K, L, 2) cells
+    lm_heat = torch.sigmoid(out["landmarks"])
+    g = lm_heat.shape[-1]
+    positions = regressed.clone()
+    conf = torch.zeros(len(found), len(LANDMARKS))
+    for j in range(len(LANDMARKS)):
+        cand = _peaks(lm_heat[j], LANDMARK_THRESHOLD, 4 * MAX_VERTEBRAE)
+        taken_v, taken_c = set(), set()
+        if cand:
+            pts = torch.tensor([[c[0], c[1]] for c in cand]).float()
+            pts = pts + out["landmark_offset"][2 * j : 2 * j + 2, pts[:, 1].long(), pts[:, 0].long()].T
+            d = torch.cdist(regressed[:, j], pts)
+            for flat in torch.argsort(d.reshape(-1)).tolist():
+                v, c = divmod(flat, len(cand))
+                if d[v, c] > MATCH_RADIUS_CELLS:
+                    break
+                if v in taken_v or c in taken_c:
+                    continue
+                taken_v.add(v)
+                taken_c.add(c)
+                positions[v, j] = pts[c]
+                conf[v, j] = cand[c][2]
+        for v in range(len(found)):
+            if v not in taken_v:
+                r = regressed[v, j].round().long().clamp(0, g - 1)
+                conf[v, j] = float(lm_heat[j, r[1], r[0]])
+    logits = instance_mask_logits(out["mask_features"], out["mask_filter"][:, cy, cx].T, centres)
+    masks = _masks_to_image(logits, box, cfg.image_size, (h, w))
+    result = []
+    for v, (_x, _y, score) in enumerate(found):
+        uv = box.to_image(positions[v].numpy() * s)
+        result.append(
+            DetectedVertebra(
+                score=score,
+                centre=box.to_image(centres[v].numpy() * s),
+                lumbar_prob=float(torch.sigmoid(out["region"][0, cy[v], cx[v]])),
+                level_guess=float(out["level"][0, cy[v], cx[v]]) * LEVEL_SCALE,
+                landmarks={n: uv[j] for j, n in enumerate(LANDMARKS)},
+                confidence={n: float(conf[v, j]) for j, n in enumerate(LANDMARKS)},
+                mask=masks[v],
+            )
+        )
+    return result
+
+
+def _masks_to_image(logits: torch.Tensor, box, size: int, shape: tuple[int, int]) -> np.ndarray:
+    """(K, g, g) logits → (K, H, W) probabilities in image pixels (undo the letterbox)."""
+    up = functional.interpolate(logits[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    h, w = shape
+    nh, nw = max(1, round(h * box.scale)), max(1, round(w * box.scale))
+    oy, ox = int(box.offset[1]), int(box.offset[0])
+    crop = up[:, oy : oy + nh, ox : ox + nw]
+    full = functional.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return torch.sigmoid(full).numpy()
+
+
+def order_and_levels(
+    vertebrae: list[DetectedVertebra],
+    image_shape: tuple[int, int] | None = None,
+    target_level: str | None = None,
+) -> str:
+    """Set each vertebra's ``order`` and ``level``; returns the anchor used: ``target``, ``ribs`` or
+    ``guess`` (or ``none`` for an empty list)."""
+    if not vertebrae:
+        return "none"
+    c = np.array([v.centre for v in vertebrae])
+    # One vertebra: no axis to find; the image's vertical stands in.
+    axis = np.linalg.svd(c - c.mean(0), full_matrices=False)[2][0] if len(c) > 1 else np.array([0.0, 1.0])
+    t = (c - c.mean(0)) @ axis
+    guesses = np.array([v.level_guess for v in vertebrae])
+    if len(vertebrae) > 1 and np.corrcoef(t, guesses)[0, 1] < 0:
+        t = -t
+    ranks = np.argsort(np.argsort(t))
+    for v, r in zip(vertebrae, ranks, strict=True):
+        v.order = int(r)
+    by_order = sorted(vertebrae, key=lambda v: v.order)
+    anchor, offset = "guess", int(np.round(np.median(guesses - ranks)))
+    lumbar = [v.lumbar_prob >= 0.5 for v in by_order]
+    for i in range(len(by_order) - 1):
+        if not lumbar[i] and all(lumbar[i + 1 :]) and all(not x for x in lumbar[: i + 1]):
+            anchor, offset = "ribs", LEVELS.index("T12") - i
+            break
+    if target_level is not None and image_shape is not None:
+        h, w = image_shape
+        mid = np.array([(w - 1) / 2, (h - 1) / 2])
+        nearest = min(by_order, key=lambda v: float(np.linalg.norm(v.centre - mid)))
+        anchor, offset = "target", LEVELS.index(target_level) - nearest.order
+    for v in by_order:
+        idx = v.order + offset
+        v.level = LEVELS[idx] if 0 <= idx < len(LEVELS) else None
+    return anchor

@@ -1,0 +1,131 @@
+"""The X-ray annotation network: vertebra instances (overlapping masks), region, level and landmarks.
+
+A ``timm`` Swin backbone sized to train on 2 CPU cores (default: embed 48, depths 2-2-2-2, window
+8, ~5 M parameters; no pretrained weights exist here) and a small feature pyramid down to stride 4,
+where every head is dense (CenterNet-style, one forward pass, any number of vertebrae):
+
+- ``centre``: heatmap of the vertebral bodies' centres (the projected BC landmark) + sub-cell offset;
+- ``landmarks``: one heatmap per landmark type + sub-cell offsets, and at each centre the 10
+  landmarks' displacements from it (to group heatmap peaks into vertebrae);
+- ``region`` (lumbar vs rib-bearing thoracic) and ``level`` (index T1=0 … L5=16, a regression: only
+  a guess without an anchor) at each centre;
+- instance masks, **overlapping** (projected vertebrae overlap): each centre predicts the weights of
+  a dynamic 1×1 convolution over shared mask features and two coordinate channels relative to the
+  centre (a CondInst-like head), so every vertebra gets its own sigmoid mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn import functional
+
+from ..anatomy.landmarks import LANDMARKS
+
+N_LANDMARKS = len(LANDMARKS)
+MASK_DIM = 8  # shared mask feature channels; a vertebra's dynamic filter has MASK_DIM + 2 + 1 weights
+COORD_SCALE = 16.0  # cells: relative coordinates are divided by it before the dynamic filter
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    image_size: int = 256
+    embed_dim: int = 48
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 8
+    decoder_dim: int = 64
+
+    @property
+    def stride(self) -> int:
+        return 4
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.stride
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorConfig:
+        d = dict(d)
+        d["depths"], d["num_heads"] = tuple(d["depths"]), tuple(d["num_heads"])
+        return cls(**d)
+
+
+HEADS = {  # name: channels
+    "centre": 1,
+    "centre_offset": 2,
+    "landmarks": N_LANDMARKS,
+    "landmark_offset": 2 * N_LANDMARKS,
+    "displacement": 2 * N_LANDMARKS,
+    "region": 1,
+    "level": 1,
+    "mask_filter": MASK_DIM + 3,
+    "mask_features": MASK_DIM,
+}
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU())
+
+
+class Detector(nn.Module):
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__()
+        import timm
+
+        if config.image_size % 32 or (config.image_size // 4) % config.window_size:
+            raise ValueError("image_size must be a multiple of 32 and of 4 × window_size")
+        self.config = config
+        self.backbone = timm.create_model(
+            "swin_tiny_patch4_window7_224",
+            pretrained=False,
+            features_only=True,
+            img_size=config.image_size,
+            embed_dim=config.embed_dim,
+            depths=config.depths,
+            num_heads=config.num_heads,
+            window_size=config.window_size,
+            in_chans=1,
+        )
+        chans = self.backbone.feature_info.channels()
+        d = config.decoder_dim
+        self.lateral = nn.ModuleList([nn.Conv2d(c, d, 1) for c in chans])
+        self.smooth = nn.ModuleList([_block(d, d) for _ in chans[:-1]])
+        self.heads = nn.ModuleDict({name: nn.Sequential(_block(d, d), nn.Conv2d(d, c, 1)) for name, c in HEADS.items()})
+        # Heatmaps start near their prior (few positives), as in CenterNet.
+        for name in ("centre", "landmarks"):
+            nn.init.constant_(self.heads[name][-1].bias, -2.19)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x`` (B, 1, S, S) normalised line-integral images → dense head outputs at stride 4."""
+        feats = [f.permute(0, 3, 1, 2) for f in self.backbone(x)]  # timm's Swin gives NHWC
+        y = self.lateral[-1](feats[-1])
+        for i in range(len(feats) - 2, -1, -1):
+            y = functional.interpolate(y, size=feats[i].shape[-2:], mode="bilinear", align_corners=False)
+            y = self.smooth[i](y + self.lateral[i](feats[i]))
+        return {name: head(y) for name, head in self.heads.items()}
+
+
+def coord_grid(g: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(2, g, g) cell coordinates (x, y) of a g×g grid."""
+    ys, xs = torch.meshgrid(
+        torch.arange(g, device=device, dtype=dtype), torch.arange(g, device=device, dtype=dtype), indexing="ij"
+    )
+    return torch.stack([xs, ys])
+
+
+def instance_mask_logits(features: torch.Tensor, filters: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Mask logits (K, g, g) of K vertebrae of one image: ``features`` (MASK_DIM, g, g) shared,
+    ``filters`` (K, MASK_DIM + 3) each vertebra's dynamic filter, ``centres`` (K, 2) in cells."""
+    g = features.shape[-1]
+    rel = (coord_grid(g, features.device, features.dtype)[None] - centres[:, :, None, None]) / COORD_SCALE
+    w_feat, w_rel, bias = filters[:, :MASK_DIM], filters[:, MASK_DIM : MASK_DIM + 2], filters[:, -1]
+    return torch.einsum("kc,cyx->kyx", w_feat, features) + (w_rel[:, :, None, None] * rel).sum(1) + bias[:, None, None]

@@ -1,0 +1,222 @@
+"""Training samples of the annotation network from data-engine cases (``spinedart synth``).
+
+One sample is one view of one case (its clean or its ``-degraded`` image): the image letterboxed
+to the network's size and normalised, and per visible vertebra its level, centre (projected BC),
+the 10 landmarks (with in-image flags) and its instance mask at the head's grid. Samples are
+prepared once into a cache folder (one small ``.npz`` each) so epochs only read them; targets
+(heatmaps, offsets) are built per batch from these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..anatomy.landmarks import LANDMARKS
+from ..anatomy.levels import LEVELS
+from ..atomic import atomic_write_npz
+from ..errors import UserError
+from .detector import DetectorConfig
+
+CENTRE_SIGMA = 1.5  # cells: heatmap Gaussians of the vertebral centres
+LANDMARK_SIGMA = 1.0  # cells: of the landmarks
+MIN_MASK_PIXELS = 200  # detector pixels: a vertebra less visible than this is not a target
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Image pixels (u, v) → network pixels: n = (u + 0.5)·scale − 0.5 + offset."""
+
+    scale: float
+    offset: tuple[float, float]
+
+    def to_net(self, uv: np.ndarray) -> np.ndarray:
+        return (np.asarray(uv, float) + 0.5) * self.scale - 0.5 + np.asarray(self.offset)
+
+    def to_image(self, n: np.ndarray) -> np.ndarray:
+        return (np.asarray(n, float) + 0.5 - np.asarray(self.offset)) / self.scale - 0.5
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Line integrals → roughly [-0.5, 0.5] whatever their scale and offset (robust percentiles)."""
+    x = np.asarray(image, np.float32)
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return np.zeros_like(x)
+    lo, mid, hi = np.percentile(finite, [0.5, 50, 99.5])
+    x = np.where(np.isfinite(x), x, lo)
+    return ((x - mid) / max(float(hi - lo), 1e-6)).astype(np.float32)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """Normalise, scale the longer side to ``size`` (area-averaged) and centre it on a square."""
+    from skimage.transform import resize
+
+    h, w = image.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    x = normalise(image)
+    small = resize(x, (nh, nw), order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+    out = np.full((size, size), float(small.min()), np.float32)
+    oy, ox = (size - nh) // 2, (size - nw) // 2
+    out[oy : oy + nh, ox : ox + nw] = small
+    return out, Letterbox(scale, (float(ox), float(oy)))
+
+
+def _grid_mask(mask: np.ndarray, box: Letterbox, config: DetectorConfig) -> np.ndarray:
+    """A detector-size bool mask → its area fraction per head cell (g×g, uint8 0-255)."""
+    from skimage.transform import resize
+
+    g, size = config.grid, config.image_size
+    h, w = mask.shape
+    nh, nw = max(1, round(h * box.scale)), max(1, round(w * box.scale))
+    m = resize(mask.astype(np.float32), (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
+    full = np.zeros((size, size), np.float32)
+    oy, ox = int(box.offset[1]), int(box.offset[0])
+    full[oy : oy + nh, ox : ox + nw] = m
+    cells = full.reshape(g, config.stride, g, config.stride).mean(axis=(1, 3))
+    return np.round(np.clip(cells, 0, 1) * 255).astype(np.uint8)
+
+
+def case_dirs(data: Path) -> list[Path]:
+    """Every case folder (one with a case.json of the data engine) under ``data``, sorted."""
+    data = Path(data)
+    if not data.is_dir():
+        raise UserError("is not a folder of data-engine cases", "give the --out folder of spinedart synth", data)
+    found = sorted(p.parent for p in data.rglob("case.json"))
+    if not found:
+        raise UserError("holds no data-engine case (no case.json)", "run spinedart synth --out DIR first", data)
+    return found
+
+
+def is_validation(case_id: str, every: int = 10) -> bool:
+    """The held-out split, by a hash of the case id (stable whatever else is in the folder)."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest()[:8], 16) % every == 0
+
+
+def prepare_view(case_dir: Path, view: dict, degraded: bool, config: DetectorConfig) -> dict[str, np.ndarray]:
+    """One sample's arrays (see the module doc)."""
+    from ..synth.case import read_masks
+    from ..xray import read_xray
+
+    image_path = case_dir / (view["degraded_image"] if degraded else view["image"])
+    xr = read_xray(image_path, case_dir / view["sidecar"])
+    x, box = letterbox(xr.image, config.image_size)
+    labels = json.loads((case_dir / view["labels"]).read_text())
+    masks = read_masks(case_dir / view["masks"])
+    levels, centres, points, visible, grid_masks = [], [], [], [], []
+    for inst in labels["instances"]:
+        lm = inst["landmarks"]
+        if inst["mask_pixels"] < MIN_MASK_PIXELS or not lm["BC"]["in_fov"]:
+            continue
+        levels.append(LEVELS.index(inst["level"]))
+        centres.append(box.to_net(lm["BC"]["uv"]))
+        points.append(box.to_net([lm[n]["uv"] for n in LANDMARKS]))
+        visible.append([bool(lm[n]["in_fov"]) for n in LANDMARKS])
+        grid_masks.append(_grid_mask(masks[inst["mask_index"]], box, config))
+    k = len(levels)
+    g = config.grid
+    return {
+        "image": x.astype(np.float16),
+        "levels": np.asarray(levels, np.int64),
+        "centres": np.asarray(centres, np.float32).reshape(k, 2),
+        "landmarks": np.asarray(points, np.float32).reshape(k, len(LANDMARKS), 2),
+        "visible": np.asarray(visible, bool).reshape(k, len(LANDMARKS)),
+        "masks": np.asarray(grid_masks, np.uint8).reshape(k, g, g),
+        # mm per network pixel at the detector (for errors in mm)
+        "mm_per_px": np.float32(float(np.mean(xr.projection.pixel_spacing_mm)) / box.scale),
+    }
+
+
+def prepare(data: Path, config: DetectorConfig, cache: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Cache every view (clean and degraded) of every case under ``data``; (train, validation) files."""
+    cache = Path(cache) if cache else Path(data) / f".detector-cache-{config.image_size}"
+    cache.mkdir(parents=True, exist_ok=True)
+    train, val = [], []
+    for case_dir in case_dirs(data):
+        case = json.loads((case_dir / "case.json").read_text())
+        for view in case["views"]:
+            variants = [False] + ([True] if view.get("degraded_image") else [])
+            for degraded in variants:
+                name = f"{case['case_id']}__{view['name']}{'__degraded' if degraded else ''}.npz"
+                path = cache / name
+                if not path.exists():
+                    atomic_write_npz(path, prepare_view(case_dir, view, degraded, config))
+                (val if is_validation(case["case_id"]) else train).append(path)
+    return train, val
+
+
+def load_sample(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _gaussian(g: int, centre: np.ndarray, sigma: float) -> np.ndarray:
+    ys, xs = np.mgrid[0:g, 0:g]
+    return np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma**2))
+
+
+def targets(sample: dict[str, np.ndarray], config: DetectorConfig) -> dict[str, np.ndarray]:
+    """Dense training targets at the head's grid (cells = network pixels / stride)."""
+    g, s = config.grid, float(config.stride)
+    n_lm = len(LANDMARKS)
+    centre_hm = np.zeros((1, g, g), np.float32)
+    lm_hm = np.zeros((n_lm, g, g), np.float32)
+    lm_off = np.zeros((2 * n_lm, g, g), np.float32)
+    lm_off_w = np.zeros((n_lm, g, g), np.float32)
+    k = len(sample["levels"])
+    cells = np.zeros((k, 2), np.int64)
+    for i in range(k):
+        c = sample["centres"][i] / s
+        ci = np.clip(np.floor(c + 0.5), 0, g - 1).astype(np.int64)
+        cells[i] = ci
+        centre_hm[0] = np.maximum(centre_hm[0], _gaussian(g, ci, CENTRE_SIGMA))
+        for j in range(n_lm):
+            if not sample["visible"][i, j]:
+                continue
+            p = sample["landmarks"][i, j] / s
+            pi = np.floor(p + 0.5).astype(np.int64)
+            if not (0 <= pi[0] < g and 0 <= pi[1] < g):
+                continue
+            lm_hm[j] = np.maximum(lm_hm[j], _gaussian(g, pi, LANDMARK_SIGMA))
+            lm_off[2 * j : 2 * j + 2, pi[1], pi[0]] = p - pi
+            lm_off_w[j, pi[1], pi[0]] = 1.0
+    for hm in (centre_hm, lm_hm):  # exact peaks at the rounded cells
+        hm[hm > 0.9999] = 1.0
+    return {
+        "centre_hm": centre_hm,
+        "landmark_hm": lm_hm,
+        "landmark_offset": lm_off,
+        "landmark_offset_weight": lm_off_w,
+        "cells": cells,
+    }
+
+
+class DetectorDataset(torch.utils.data.Dataset):
+    """Cached samples → (image tensor, sample arrays, targets); ``augment`` jitters contrast and noise."""
+
+    def __init__(self, files: list[Path], config: DetectorConfig, augment: bool = False, seed: int = 0) -> None:
+        self.files, self.config, self.augment, self.seed = list(files), config, augment, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        sample = load_sample(self.files[i])
+        x = sample["image"].astype(np.float32)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            x = x * rng.uniform(0.7, 1.4) + rng.uniform(-0.2, 0.2)
+            x = x + rng.normal(0.0, rng.uniform(0.0, 0.05), size=x.shape).astype(np.float32)
+        return torch.from_numpy(x[None].astype(np.float32)), sample, targets(sample, self.config)
+
+
+def collate(batch):
+    images = torch.stack([b[0] for b in batch])
+    return images, [b[1] for b in batch], [b[2] for b in batch]

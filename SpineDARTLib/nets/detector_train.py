@@ -1,0 +1,291 @@
+"""Training of the annotation network: losses, a resumable loop, weights and their model card.
+
+Seeded and checkpointed every epoch (model, optimiser, history, the epoch reached): a stopped run
+is continued with ``--resume`` and gives the same weights as an uninterrupted one. The shipped
+weights are ``safetensors`` with a JSON model card beside them (data and seeds, command, epochs,
+time, validation curve).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional
+
+from ..anatomy.landmarks import LANDMARKS
+from ..atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from ..errors import UserError
+from ..provenance import sha256_file
+from .detector import Detector, DetectorConfig, instance_mask_logits
+from .detector_data import DetectorDataset, collate, prepare
+
+CARD_SCHEMA = "spinedart.detector-card/1"
+DISPLACEMENT_SCALE = 8.0  # cells: the displacement head predicts landmark − centre divided by this
+LEVEL_SCALE = 4.0  # the level head predicts the level index divided by this
+LUMBAR_FROM = 12  # level index of L1
+WEIGHTS = {"centre": 1.0, "landmarks": 1.0, "offsets": 1.0, "displacement": 1.0, "region": 0.5, "level": 0.2,
+           "mask": 1.0}  # fmt: skip
+
+
+def focal_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss of heatmap logits against Gaussian targets."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = gt >= 1.0
+    pos_loss = -(torch.log(p) * (1 - p) ** 2)[pos].sum()
+    neg_loss = -(torch.log(1 - p) * p**2 * (1 - gt) ** 4)[~pos].sum()
+    return (pos_loss + neg_loss) / pos.sum().clamp_min(1)
+
+
+def _instances(samples: list[dict], tgts: list[dict]) -> dict[str, torch.Tensor]:
+    """Every target vertebra of the batch: image index, centre cell, and its arrays (cells)."""
+    rows = [(b, i) for b, s in enumerate(samples) for i in range(len(s["levels"]))]
+    if not rows:
+        return {}
+    cat = np.concatenate
+    cells = cat([t["cells"] for t in tgts]) if rows else np.zeros((0, 2), np.int64)
+    return {
+        "b": torch.tensor([b for b, _ in rows]),
+        "x": torch.from_numpy(cells[:, 0]),
+        "y": torch.from_numpy(cells[:, 1]),
+        "levels": torch.from_numpy(cat([s["levels"] for s in samples])).float(),
+        "centres": torch.from_numpy(cat([s["centres"] for s in samples])),
+        "landmarks": torch.from_numpy(cat([s["landmarks"] for s in samples])),
+        "visible": torch.from_numpy(cat([s["visible"] for s in samples])),
+        "masks": torch.from_numpy(cat([s["masks"] for s in samples])).float() / 255.0,
+    }
+
+
+def detector_loss(
+    out: dict[str, torch.Tensor], samples: list[dict], tgts: list[dict], config: DetectorConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    stack = lambda k: torch.from_numpy(np.stack([t[k] for t in tgts]))  # noqa: E731
+    parts: dict[str, torch.Tensor] = {
+        "centre": focal_loss(out["centre"], stack("centre_hm")),
+        "landmarks": focal_loss(out["landmarks"], stack("landmark_hm")),
+    }
+    w = stack("landmark_offset_weight").repeat_interleave(2, dim=1)
+    off = (out["landmark_offset"] - stack("landmark_offset")).abs() * w
+    inst = _instances(samples, tgts)
+    zero = out["centre"].sum() * 0.0
+    if inst:
+        s = float(config.stride)
+        b, x, y = inst["b"], inst["x"], inst["y"]
+        at = {k: v[b, :, y, x] for k, v in out.items() if k != "mask_features"}  # (K, C) at the centres
+        c = inst["centres"] / s
+        off_c = (at["centre_offset"] - (c - torch.stack([x, y], 1).float())).abs().sum()
+        parts["offsets"] = (off.sum() + off_c) / (w.sum() + 2 * len(b)).clamp_min(1)
+        disp = (inst["landmarks"] / s - c[:, None, :]) / DISPLACEMENT_SCALE
+        vis = inst["visible"][..., None].float()
+        pred = at["displacement"].view(-1, len(LANDMARKS), 2)
+        parts["displacement"] = (functional.smooth_l1_loss(pred, disp, reduction="none", beta=0.1) * vis).sum() / (
+            2 * vis.sum()
+        ).clamp_min(1)
+        lumbar = (inst["levels"] >= LUMBAR_FROM).float()
+        parts["region"] = functional.binary_cross_entropy_with_logits(at["region"][:, 0], lumbar)
+        parts["level"] = functional.smooth_l1_loss(at["level"][:, 0], inst["levels"] / LEVEL_SCALE)
+        feats, filters = out["mask_features"], at["mask_filter"]
+        logits = torch.cat([instance_mask_logits(feats[b[k]], filters[k : k + 1], c[k : k + 1]) for k in range(len(b))])
+        gt = inst["masks"]
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * gt).sum((1, 2)) + 1) / (prob.sum((1, 2)) + gt.sum((1, 2)) + 1)
+        parts["mask"] = functional.binary_cross_entropy_with_logits(logits, gt) + dice.mean()
+    else:
+        for k in ("offsets", "displacement", "region", "level", "mask"):
+            parts[k] = zero + (off.sum() if k == "offsets" else 0.0)
+    total = sum(WEIGHTS[k] * v for k, v in parts.items())
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def validation_metrics(model: Detector, loader, config: DetectorConfig) -> dict[str, float]:
+    """Mean loss and, at the true centres, the landmark error (mm at the detector) of the
+    displacement head refined by the nearest heatmap peak — a cheap proxy of the decoded error."""
+    model.eval()
+    losses, errors = [], []
+    s = float(config.stride)
+    for images, samples, tgts in loader:
+        out = model(images)
+        loss, _ = detector_loss(out, samples, tgts, config)
+        losses.append(float(loss))
+        inst = _instances(samples, tgts)
+        if not inst:
+            continue
+        b, x, y = inst["b"], inst["x"], inst["y"]
+        c = torch.stack([x, y], 1).float() + out["centre_offset"][b, :, y, x]
+        pred = (c[:, None, :] + out["displacement"][b, :, y, x].view(-1, len(LANDMARKS), 2) * DISPLACEMENT_SCALE) * s
+        err = (pred - inst["landmarks"]).norm(dim=-1)
+        mm = torch.tensor([float(samples[int(i)]["mm_per_px"]) for i in b])[:, None]
+        errors.append((err * mm)[inst["visible"]].numpy())
+    model.train()
+    e = np.concatenate(errors) if errors else np.zeros(0)
+    return {
+        "val_loss": float(np.mean(losses)) if losses else float("nan"),
+        "val_landmark_mm_median": float(np.median(e)) if e.size else float("nan"),
+        "val_landmark_mm_mean": float(np.mean(e)) if e.size else float("nan"),
+    }
+
+
+def _lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def save_weights(model: Detector, path: Path) -> str:
+    """``safetensors`` of the model's state (contiguous CPU tensors); returns its sha256."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata={"format": "pt"}))
+    return sha256_file(path)
+
+
+def train_detector(
+    data: Path,
+    out: Path,
+    config: DetectorConfig | None = None,
+    epochs: int = 20,
+    batch_size: int = 8,
+    lr: float = 5e-4,
+    seed: int = 0,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
+    command: str = "",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or continue) the network on the cases under ``data``; writes ``out`` (safetensors),
+    its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
+    epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written)."""
+    out = Path(out)
+    config = config or DetectorConfig()
+    ckpt_path = out.with_suffix(".ckpt")
+    if ckpt_path.exists() and not resume:
+        raise UserError("an earlier run's checkpoint is there", "add --resume to continue it, or delete it", ckpt_path)
+    say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
+    torch.manual_seed(seed)
+    train_files, val_files = prepare(data, config)
+    if not train_files:
+        raise UserError("holds no training view (every case fell in the validation split)", "add cases", data)
+    model = Detector(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["config"] != config.to_dict() or ck["seed"] != seed:
+            raise UserError("the checkpoint has another configuration or seed", "resume with its options", ckpt_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        say(f"resuming after epoch {state['epoch']} ({state['step']} steps)")
+    train_set = DetectorDataset(train_files, config, augment=True, seed=seed)
+    val_loader = torch.utils.data.DataLoader(
+        DetectorDataset(val_files, config), batch_size=batch_size, shuffle=False, collate_fn=collate
+    )
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    total = epochs * steps_per_epoch  # the schedule's length, whatever stops the run early
+    warmup = min(200, max(1, total // 10))
+    model.train()
+    stopped = False
+    while state["epoch"] < epochs and not stopped:
+        t0 = time.perf_counter()
+        epoch = state["epoch"]
+        train_set.epoch = epoch
+        order = np.random.default_rng([seed, epoch]).permutation(len(train_set))
+        running = []
+        for k in range(steps_per_epoch):
+            if stop_after_steps is not None and state["step"] >= stop_after_steps:
+                stopped = True  # as if interrupted: this epoch's steps are lost, --resume redoes it
+                break
+            images, samples, tgts = collate([train_set[int(i)] for i in order[k * batch_size : (k + 1) * batch_size]])
+            for group in opt.param_groups:
+                group["lr"] = _lr(state["step"], total, lr, warmup)
+            loss, _parts = detector_loss(model(images), samples, tgts, config)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            state["step"] += 1
+            running.append(float(loss.detach()))
+            if k % 10 == 0 or k == steps_per_epoch - 1:
+                say(f"epoch {epoch + 1}/{epochs} [{k + 1}/{steps_per_epoch}] loss {np.mean(running[-10:]):.3f}")
+        if stopped:
+            break
+        metrics = validation_metrics(model, val_loader, config) if val_files else {}
+        state["epoch"] += 1
+        state["seconds"] += time.perf_counter() - t0
+        state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(running)), **metrics})
+        say(f"epoch {state['epoch']}: " + ", ".join(f"{k} {v:.3f}" for k, v in state["history"][-1].items()))
+        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                "config": config.to_dict(), "seed": seed}  # fmt: skip
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(ckpt, tmp)
+    if state["epoch"] < epochs:
+        say(f"stopped after epoch {state['epoch']} of {epochs}: continue with --resume")
+        return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
+    digest = save_weights(model, out)
+    card = {
+        "schema": CARD_SCHEMA,
+        "weights": out.name,
+        "weights_sha256": digest,
+        "config": config.to_dict(),
+        "seed": seed,
+        "command": command,
+        "data": data_summary(data),
+        "n_train_views": len(train_files),
+        "n_validation_views": len(val_files),
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "batch_size": batch_size,
+        "lr": lr,
+        "train_seconds": round(state["seconds"], 1),
+        "history": state["history"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    atomic_write_json(out.with_suffix(".json"), card)
+    return card
+
+
+def data_summary(data: Path) -> dict[str, Any]:
+    """What the network was trained on: the data-engine runs (their seeds and options, from each
+    manifest.json) and the cases' kinds and seed range, for the no-peeking check."""
+    from .detector_data import case_dirs
+
+    runs = []
+    for m in sorted(Path(data).rglob("manifest.json")):
+        doc = json.loads(m.read_text())
+        runs.append({k: doc.get(k) for k in ("seed", "n", "levels", "views", "fractured", "detector_px", "options")})
+    seeds, kinds = [], {}
+    for d in case_dirs(data):
+        case = json.loads((d / "case.json").read_text())
+        if case.get("seed") is not None:
+            seeds.append(int(case["seed"]))
+        kinds[case.get("kind", "?")] = kinds.get(case.get("kind", "?"), 0) + 1
+    return {"folder": str(data), "runs": runs, "n_cases": sum(kinds.values()), "kinds": kinds,
+            "case_seed_min": min(seeds, default=None), "case_seed_max": max(seeds, default=None)}  # fmt: skip
+
+
+def load_detector(path: Path) -> tuple[Detector, dict[str, Any]]:
+    """Weights and card (checked against each other)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    card_file = path.with_suffix(".json")
+    if not path.is_file() or not card_file.is_file():
+        raise UserError("detector weights or their card (.json beside them) are missing", "train or reinstall", path)
+    card = json.loads(card_file.read_text())
+    if card.get("schema") != CARD_SCHEMA:
+        raise UserError(f"not a detector card ({card.get('schema')!r})", "give the weights' own .json", card_file)
+    if sha256_file(path) != card["weights_sha256"]:
+        raise UserError("the weights do not match their card (sha256)", "reinstall or retrain them", path)
+    model = Detector(DetectorConfig.from_dict(card["config"]))
+    model.load_state_dict(load_file(path))
+    model.eval()
+    return model, card

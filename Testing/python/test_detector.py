@@ -1,0 +1,147 @@
+"""The annotation network: targets from data-engine cases, a tiny training run (resumable, same
+weights), weights and card, decoding geometry, order and level anchors, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from SpineDARTLib.anatomy.landmarks import LANDMARKS
+from SpineDARTLib.errors import UserError
+from SpineDARTLib.nets.detect import DetectedVertebra, detect, order_and_levels
+from SpineDARTLib.nets.detector import HEADS, DetectorConfig
+from SpineDARTLib.nets.detector_data import letterbox, load_sample, prepare, targets
+from SpineDARTLib.nets.detector_train import DISPLACEMENT_SCALE, LEVEL_SCALE, load_detector
+
+TINY = DetectorConfig(image_size=64, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4,
+                      decoder_dim=16)  # fmt: skip
+
+
+@pytest.fixture
+def cases(synth_set, tmp_path):
+    shutil.copytree(synth_set / "a", tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_samples_and_targets_follow_the_case(cases):
+    train, val = prepare(cases, TINY)
+    files = train + val
+    assert len(files) == 2  # one case, AP and lateral
+    case = json.loads((cases / "case_0000" / "case.json").read_text())
+    s = load_sample(files[0])
+    assert s["image"].shape == (64, 64) and len(s["levels"]) >= 3  # L4 and its neighbours
+    assert s["masks"].shape == (len(s["levels"]), 16, 16) and s["masks"].max() == 255
+    # The centre is BC, mapped through the letterbox (96² views → 64²: scale 2/3).
+    labels = json.loads((cases / "case_0000" / case["views"][0]["labels"]).read_text())
+    bc = [i["landmarks"]["BC"]["uv"] for i in labels["instances"] if i["landmarks"]["BC"]["in_fov"]]
+    assert np.allclose(s["centres"][0], (np.array(bc[0]) + 0.5) * (64 / 96) - 0.5, atol=1e-4)
+    t = targets(s, TINY)
+    assert t["centre_hm"].shape == (1, 16, 16) and (t["centre_hm"] == 1).sum() == len(s["levels"])
+    assert t["landmark_hm"].shape == (len(LANDMARKS), 16, 16)
+    # Each centre's mask covers the centre's cell.
+    for (x, y), m in zip(t["cells"], s["masks"], strict=True):
+        assert m[y, x] > 0
+
+
+def test_tiny_training_resumes_to_the_same_weights(cases, tmp_path, run_cli):
+    base = ["--data", cases, "--size", "tiny", "--epochs", "2", "--batch-size", "2", "--threads", "1"]
+    rc, out, err = run_cli("train-detector", *base, "--out", tmp_path / "a.safetensors")
+    assert rc == 0, err
+    card = json.loads((tmp_path / "a.json").read_text())
+    assert card["schema"] == "spinedart.detector-card/1" and card["epochs"] == 2 and len(card["history"]) == 2
+    assert [r["seed"] for r in card["data"]["runs"]] == [3] and "train-detector" in card["command"]
+    # Interrupted after the first epoch, then resumed: the same weights, bit for bit.
+    rc, out, err = run_cli("train-detector", *base, "--out", tmp_path / "b.safetensors", "--stop-after-steps", "1")
+    assert rc == 0 and "continue with --resume" in out and not (tmp_path / "b.safetensors").exists()
+    rc, _, err = run_cli("train-detector", *base, "--out", tmp_path / "b.safetensors")
+    assert rc == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = run_cli("train-detector", *base, "--out", tmp_path / "b.safetensors", "--resume")
+    assert rc == 0, err
+    wa, _ = load_detector(tmp_path / "a.safetensors")
+    wb, card_b = load_detector(tmp_path / "b.safetensors")
+    for (ka, va), (kb, vb) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert card_b["history"] == card["history"]
+    # The network runs on any image without crashing, an empty one included.
+    assert isinstance(detect(wa, np.zeros((8, 8), np.float32)), list)
+    # Tampered weights are refused.
+    raw = bytearray((tmp_path / "a.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (tmp_path / "a.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="do not match"):
+        load_detector(tmp_path / "a.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--epochs", "0"], "positive"),
+        (["--out", "w.pt"], ".safetensors"),
+    ],
+)
+def test_train_detector_bad_input(tmp_path, run_cli, args, match):
+    rc, _, err = run_cli("train-detector", "--data", tmp_path, "--out", tmp_path / "w.safetensors", *args)
+    assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli("train-detector", "--data", tmp_path, "--out", tmp_path / "w.safetensors")
+    assert rc == 2 and "no data-engine case" in err
+
+
+class _Designed(torch.nn.Module):
+    """Head outputs designed by hand (the decoder's geometry is what is tested, not training)."""
+
+    def __init__(self, config: DetectorConfig, outputs: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.config, self.outputs = config, outputs
+
+    def forward(self, x):
+        return {k: v[None] for k, v in self.outputs.items()}
+
+
+def test_decoding_maps_peaks_back_to_image_pixels():
+    g = TINY.grid
+    out = {k: torch.zeros(c, g, g) for k, c in HEADS.items()}
+    out["centre"][:] = -10.0
+    out["landmarks"][:] = -10.0
+    # One vertebra at cell (6, 9) + (0.25, -0.5); its SPT 3 cells right of it, found by the heatmap.
+    out["centre"][0, 9, 6] = 5.0
+    out["centre_offset"][:, 9, 6] = torch.tensor([0.25, -0.5])
+    j = LANDMARKS.index("SPT")
+    out["displacement"][2 * j : 2 * j + 2, 9, 6] = torch.tensor([3.0, 0.0]) / DISPLACEMENT_SCALE
+    out["landmarks"][j, 8, 9] = 4.0  # peak one cell from the regressed (9.25, 8.5)
+    out["landmark_offset"][2 * j : 2 * j + 2, 8, 9] = torch.tensor([0.3, 0.4])
+    out["level"][0, 9, 6] = 13.0 / LEVEL_SCALE
+    out["region"][0, 9, 6] = 3.0
+    out["mask_filter"][-1, 9, 6] = 6.0  # a mask that is everywhere "in"
+    image = np.random.default_rng(0).normal(size=(120, 80)).astype(np.float32)  # portrait: letterboxed
+    found = detect(_Designed(TINY, out), image)
+    assert len(found) == 1
+    v = found[0]
+    _, box = letterbox(image, 64)
+    assert np.allclose(v.centre, box.to_image(np.array([6.25, 8.5]) * 4))
+    assert np.allclose(v.landmarks["SPT"], box.to_image(np.array([9.3, 8.4]) * 4), atol=1e-5)
+    assert v.confidence["SPT"] > 0.9 and v.confidence["BC"] < 0.01
+    assert v.mask.shape == (120, 80) and v.mask.min() > 0.99
+    assert v.lumbar_prob > 0.9 and abs(v.level_guess - 13.0) < 1e-5
+
+
+def _v(y, guess, lumbar):
+    return DetectedVertebra(score=1.0, centre=np.array([50.0, y]), lumbar_prob=lumbar, level_guess=guess)
+
+
+def test_order_and_level_anchors():
+    # T11..L2 from top to bottom, given shuffled; guesses off by one level.
+    vs = [_v(150.0, 12.6, 0.9), _v(30.0, 10.8, 0.1), _v(90.0, 12.1, 0.8), _v(60.0, 11.9, 0.2)]
+    assert order_and_levels(vs) == "ribs"
+    assert [v.level for v in sorted(vs, key=lambda v: v.order)] == ["T11", "T12", "L1", "L2"]
+    # No rib-bearing/lumbar transition: the guesses' median offset.
+    vs = [_v(30.0, 1.2, 0.0), _v(60.0, 2.1, 0.0), _v(90.0, 2.9, 0.0)]
+    assert order_and_levels(vs) == "guess"
+    assert [v.level for v in sorted(vs, key=lambda v: v.order)] == ["T2", "T3", "T4"]
+    # The clinician's target: the vertebra nearest the image centre (C-arm centred on it).
+    assert order_and_levels(vs, image_shape=(120, 100), target_level="T8") == "target"
+    assert [v.level for v in sorted(vs, key=lambda v: v.order)] == ["T7", "T8", "T9"]
+    assert order_and_levels([]) == "none"
