@@ -68,6 +68,10 @@ def test_tiny_training_resumes_to_the_same_weights(cases, tmp_path, run_cli):
     assert card_b["history"] == card["history"]
     # The network runs on any image without crashing, an empty one included.
     assert isinstance(detect(wa, np.zeros((8, 8), np.float32)), list)
+    from SpineDARTLib.bench.detector_eval import evaluate
+
+    res = evaluate(wa, cases)
+    assert res["n_views"] == 2 and res["n_true"] >= 6 and 0 <= (res["instance_recall"] or 0) <= 1
     # Tampered weights are refused.
     raw = bytearray((tmp_path / "a.safetensors").read_bytes())
     raw[-1] ^= 1
@@ -145,3 +149,33 @@ def test_order_and_level_anchors():
     assert order_and_levels(vs, image_shape=(120, 100), target_level="T8") == "target"
     assert [v.level for v in sorted(vs, key=lambda v: v.order)] == ["T7", "T8", "T9"]
     assert order_and_levels([]) == "none"
+
+
+def test_views_matched_by_level_and_epipolar_consistency():
+    from SpineDARTLib.geometry import from_carm
+    from SpineDARTLib.nets.auto import match_views
+
+    views = [from_carm(a, 0.0, 620, 1020, (256, 256), pixel_spacing_mm=(1.0, 1.0)) for a in (0.0, 90.0)]
+    centres = {"T12": [0.0, 0.0, 35.0], "L1": [0.0, 2.0, 0.0], "L2": [0.0, 4.0, -35.0], "L3": [0.0, 6.0, -70.0]}
+    per_view = []
+    for i, p in enumerate(views):
+        dets = []
+        for k, (level, x) in enumerate(centres.items()):
+            if i == 1 and level == "L3":
+                continue  # not found in the second view
+            uv = p.project(np.array([x]))[0]
+            if i == 1 and level == "T12":
+                uv = uv + np.array([0.0, 30.0])  # mislabelled: 30 mm along the spine, off the epipolar line
+            d = DetectedVertebra(score=0.9, centre=uv, lumbar_prob=0.5, level_guess=float(k))
+            d.level, d.order = level, k
+            d.landmarks = {n: uv + 1.0 for n in LANDMARKS}
+            d.confidence = {n: (0.05 if n == "SPT" else 0.8) for n in LANDMARKS}
+            d.mask = np.full((256, 256), 0.7)
+            dets.append(d)
+        per_view.append(dets)
+    ev = match_views(per_view, views, ["target", "target"])
+    assert sorted(ev.landmarks.views[0]) == ["L1", "L2"] == sorted(ev.landmarks.views[1])
+    assert "epipolar" in ev.rejected["T12"] and ev.rejected["L3"] == "found in view 1 only"
+    l1 = ev.landmarks.views[1]["L1"]
+    assert "SPT" not in l1.landmarks and len(l1.landmarks) == len(LANDMARKS) - 1  # low confidence left out
+    assert ev.masks[0]["L2"].all() and ev.landmarks.source == "detector"

@@ -31,6 +31,7 @@ RANK = {
     "drr": 5,
     "fit": 5,
     "plan": 6,
+    "nets": 6,
     "markups": 2,
     "overlay": 3,
     "export": 7,

@@ -1,0 +1,136 @@
+"""Evaluation of the annotation network on data-engine views (synthetic or real-CT DRRs).
+
+Per view: detections matched one-to-one to the true vertebrae (visible ones, BC in the image) by
+centre distance (nearest pairs first, within ``MATCH_MM`` at the detector); instance recall and
+precision; per matched vertebra the 10 landmarks' errors (mm at the detector) with their
+confidences — the error against the fraction kept by a confidence threshold is the paper's Fig. 5 —
+the mask Dice (probability > 0.5) and whether the level is right without an anchor (ribs or the
+level head's guess) and with the clinician's target level as the anchor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..anatomy.landmarks import LANDMARKS
+from ..nets.detect import detect, order_and_levels
+from ..nets.detector_data import MIN_MASK_PIXELS, case_dirs, is_validation
+
+MATCH_MM = 15.0
+KEEP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def _truth(case_dir: Path, view: dict) -> tuple[list[dict], np.ndarray]:
+    from ..synth.case import read_masks
+
+    labels = json.loads((case_dir / view["labels"]).read_text())
+    masks = read_masks(case_dir / view["masks"])
+    keep = [i for i in labels["instances"] if i["mask_pixels"] >= MIN_MASK_PIXELS and i["landmarks"]["BC"]["in_fov"]]
+    return keep, masks
+
+
+def evaluate_view(model, case_dir: Path, view: dict, degraded: bool, target: str | None) -> dict[str, Any]:
+    from ..xray import read_xray
+
+    xr = read_xray(case_dir / (view["degraded_image"] if degraded else view["image"]), case_dir / view["sidecar"])
+    mm = float(np.mean(xr.projection.pixel_spacing_mm))
+    truth, masks = _truth(case_dir, view)
+    found = detect(model, xr.image)
+    rec: dict[str, Any] = {"case": case_dir.name, "view": view["name"], "degraded": degraded,
+                           "n_true": len(truth), "n_found": len(found), "matched": []}  # fmt: skip
+    if not truth or not found:
+        return rec
+    d = (
+        np.linalg.norm(
+            np.array([t["landmarks"]["BC"]["uv"] for t in truth])[:, None, :]
+            - np.array([f.centre for f in found])[None],
+            axis=-1,
+        )
+        * mm
+    )
+    pairs, used_t, used_f = [], set(), set()
+    for flat in np.argsort(d, axis=None):
+        ti, fi = divmod(int(flat), len(found))
+        if d[ti, fi] > MATCH_MM:
+            break
+        if ti not in used_t and fi not in used_f:
+            used_t.add(ti)
+            used_f.add(fi)
+            pairs.append((ti, fi))
+    levels = {}
+    for anchor in ("none", "target"):
+        used = order_and_levels(found, xr.image.shape, target if anchor == "target" else None)
+        levels[anchor] = (used, [f.level for f in found])
+    for ti, fi in pairs:
+        t, f = truth[ti], found[fi]
+        errs, confs = [], []
+        for n in LANDMARKS:
+            if t["landmarks"][n]["in_fov"]:
+                errs.append(float(np.linalg.norm(np.array(t["landmarks"][n]["uv"]) - f.landmarks[n]) * mm))
+                confs.append(f.confidence[n])
+        gt_mask = masks[t["mask_index"]]
+        pred = f.mask > 0.5
+        dice = 2 * float((pred & gt_mask).sum()) / max(1.0, float(pred.sum() + gt_mask.sum()))
+        rec["matched"].append({
+            "level": t["level"], "errors_mm": errs, "confidences": confs, "mask_dice": dice,
+            "level_no_anchor": levels["none"][1][fi], "anchor_no_anchor": levels["none"][0],
+            "level_target_anchor": levels["target"][1][fi],
+        })  # fmt: skip
+    return rec
+
+
+def evaluate(model, data: Path, split: str = "all", limit: int | None = None) -> dict[str, Any]:
+    """Every view (clean and degraded) of the cases under ``data``; ``split`` ``validation`` keeps
+    only the training folder's held-out cases."""
+    records = []
+    for case_dir in case_dirs(data):
+        case = json.loads((case_dir / "case.json").read_text())
+        if split == "validation" and not is_validation(case["case_id"]):
+            continue
+        targets = case.get("target_levels") or [None]
+        for view in case["views"]:
+            # Real cases name their views after the target they are centred on (e.g. "L1-ort-ap").
+            target = next((t for t in targets if t and view["name"].startswith(f"{t}-")), targets[0])
+            for degraded in [False] + ([True] if view.get("degraded_image") else []):
+                records.append(evaluate_view(model, case_dir, view, degraded, target))
+                if limit and len(records) >= limit:
+                    return summarise(records)
+    return summarise(records)
+
+
+def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    matched = [m for r in records for m in r["matched"]]
+    n_true = sum(r["n_true"] for r in records)
+    n_found = sum(r["n_found"] for r in records)
+    errs = np.array([e for m in matched for e in m["errors_mm"]])
+    confs = np.array([c for m in matched for c in m["confidences"]])
+    curve = []
+    for frac in KEEP_FRACTIONS:
+        if errs.size == 0:
+            break
+        thr = float(np.quantile(confs, 1 - frac)) if frac < 1 else -np.inf
+        kept = errs[confs >= thr]
+        curve.append({"kept": frac, "threshold": None if frac == 1 else round(thr, 4),
+                      "mean_mm": float(kept.mean()), "median_mm": float(np.median(kept)),
+                      "p90_mm": float(np.percentile(kept, 90))})  # fmt: skip
+
+    def acc(key: str) -> float | None:
+        return float(np.mean([m[key] == m["level"] for m in matched])) if matched else None
+
+    return {
+        "n_views": len(records),
+        "n_true": n_true,
+        "n_found": n_found,
+        "instance_recall": len(matched) / n_true if n_true else None,
+        "instance_precision": len(matched) / n_found if n_found else None,
+        "landmarks": curve,
+        "mask_dice_mean": float(np.mean([m["mask_dice"] for m in matched])) if matched else None,
+        "level_accuracy_no_anchor": acc("level_no_anchor"),
+        "level_accuracy_target_anchor": acc("level_target_anchor"),
+        "no_anchor_kinds": {k: sum(m["anchor_no_anchor"] == k for m in matched) for k in ("ribs", "guess")},
+        "records": records,
+    }
