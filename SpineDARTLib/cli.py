@@ -142,7 +142,10 @@ def _build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
     pl.add_argument("--geometry", type=Path, action="append", help="a geometry sidecar per X-ray (default <stem>.json)")
-    pl.add_argument("--landmarks", type=Path, help="2-D landmarks of both views (spinedart.landmarks-2d/1)")
+    pl.add_argument(
+        "--landmarks", type=Path, help="2-D landmarks of both views (spinedart.landmarks-2d/1); default: the detector"
+    )
+    pl.add_argument("--detector", type=Path, help="detector weights (.safetensors; default: the shipped ones)")
     pl.add_argument("--masks", type=Path, help="instance masks (.npz of view<i>_<level> arrays), optional")
     pl.add_argument("--levels", help="levels to plan, e.g. L1-L3 (default: every level marked in both views)")
     pl.add_argument("--gauge", type=int, help="cannula gauge for every level: 11, 13 or 15 (default by level)")
@@ -494,11 +497,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         raise UserError(f"{len(args.xray)} X-ray(s) given", "give two views: --xray A --xray B")
     if args.geometry is not None and len(args.geometry) != 2:
         raise UserError(f"{len(args.geometry)} --geometry given for 2 X-rays", "give one per X-ray, in the same order")
-    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks]:
+    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks, args.detector]:
         if f is not None and not f.is_file():
             raise UserError("file not found", "check the path", f)
-    if args.landmarks is None:
-        raise UserError("no 2-D landmarks given", "add --landmarks FILE (the detector is not built yet)")
     levels = parse_levels(args.levels) if args.levels else None
     if args.gauge is not None and args.gauge not in (11, 13, 15):
         raise UserError(f"--gauge {args.gauge} is not supported", "give 11, 13 or 15")
@@ -507,7 +508,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     _writable_folder(args.out)
     from .pipeline import PlanRequest, format_table, progress_bar, run_plan
 
-    req = PlanRequest(args.xray, args.landmarks, args.masks, args.geometry, levels, args.gauge, args.margin, args.seed)
+    req = PlanRequest(args.xray, args.landmarks, args.masks, args.geometry, levels, args.gauge, args.margin, args.seed,
+                      args.detector)  # fmt: skip
     report = run_plan(req, args.out, progress_bar)
     print(format_table(report))
     print(f"wrote {args.out / 'report.json'}, meshes, markups and overlays into {args.out}")

@@ -38,6 +38,7 @@ class PlanRequest:
     gauge: int | None = None
     margin_mm: float = SAFETY_MARGIN_MM
     seed: int = 0
+    detector: Path | None = None  # weights for automatic evidence (default: the shipped ones)
 
 
 def _levels(req: PlanRequest, evidence_views: list[dict[str, Any]]) -> list[str]:
@@ -67,6 +68,36 @@ def _sidecars(xrays) -> list[Path]:
     return out
 
 
+DETECTOR_WEIGHTS = ("models", "detector.safetensors")
+
+
+def _detect(req: PlanRequest, xrays) -> dict[str, Any]:
+    """Automatic evidence: the annotation network on both views, matched across them."""
+    from .nets.auto import auto_evidence
+    from .nets.detector_train import load_detector
+    from .resources import resources_dir
+
+    weights = req.detector or resources_dir().joinpath(*DETECTOR_WEIGHTS)
+    if not weights.is_file():
+        raise UserError(
+            "no landmarks given and no trained detector is installed",
+            "add --landmarks FILE (2-D landmarks of both views, e.g. placed in Slicer)",
+            weights,
+        )
+    model, card = load_detector(weights)
+    target = req.levels[0] if req.levels else None
+    ev = auto_evidence(model, [x.image for x in xrays], [x.projection for x in xrays], target)
+    for i, (found, path) in enumerate(zip(ev.found, req.xrays, strict=True)):
+        if not found:
+            raise UserError(f"the detector found no vertebra in view {i + 1}", "add --landmarks FILE", path)
+    if not ev.landmarks.views[0]:
+        why = "; ".join(f"{lv}: {r}" for lv, r in ev.rejected.items())
+        raise UserError(f"no vertebra was found consistently in both views ({why})", "add --landmarks FILE")
+    summary = {"weights": str(weights), "weights_sha256": card["weights_sha256"], "anchors": ev.anchors,
+               "found": ev.found, "rejected": ev.rejected}  # fmt: skip
+    return {"evidence": ev, "summary": summary}
+
+
 def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_config=None) -> dict[str, Any]:
     """Plan every requested vertebra and write the outputs into ``out``; returns the report."""
     from .fit import initialise
@@ -81,8 +112,6 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
     timings: dict[str, float] = {}
     if len(req.xrays) != 2:
         raise UserError(f"{len(req.xrays)} X-ray(s) given", "give two views: --xray A --xray B")
-    if req.landmarks is None:
-        raise UserError("no 2-D landmarks given", "add --landmarks FILE (the detector is not built yet)")
     if req.gauge is not None:
         check_gauge(req.gauge)
     if not (0.0 <= req.margin_mm <= 5.0):
@@ -93,8 +122,15 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
     xrays = [read_xray(p, g) for p, g in zip(req.xrays, geoms, strict=True)]
     projections = [x.projection for x in xrays]
     angle, angle_warning = view_pair_check(*projections)
-    lm = read_landmarks_2d(req.landmarks, n_views=2)
-    masks = read_instance_masks(req.masks, [x.projection.image_size for x in xrays]) if req.masks else [{}, {}]
+    detected = None
+    if req.landmarks is None:
+        detected = _detect(req, xrays)
+        lm, masks = detected["evidence"].landmarks, detected["evidence"].masks
+    else:
+        lm = read_landmarks_2d(req.landmarks, n_views=2)
+        masks = [{}, {}]
+    if req.masks:
+        masks = read_instance_masks(req.masks, [x.projection.image_size for x in xrays])
     levels = _levels(req, lm.views)
     timings["read_s"] = time.perf_counter() - t0
 
@@ -150,7 +186,11 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
         ],
         "view_angle_deg": round(float(angle), 2),
         "view_angle_warning": angle_warning,
-        "evidence": {"landmarks": str(req.landmarks), "masks": None if req.masks is None else str(req.masks)},
+        "evidence": {
+            "landmarks": str(req.landmarks) if req.landmarks else "detector",
+            "masks": str(req.masks) if req.masks else ("detector" if detected else None),
+            **({"detector": detected["summary"]} if detected else {}),
+        },
         "safety_margin_mm": req.margin_mm,
         "vertebrae": [
             {
@@ -166,9 +206,9 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
         "files": {"overlays": files["overlays"]},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "provenance": provenance(
-            inputs=[*req.xrays, *_sidecars(xrays), req.landmarks, *([req.masks] if req.masks else [])],
+            inputs=[*req.xrays, *_sidecars(xrays), *[p for p in (req.landmarks, req.masks) if p]],
             seed=req.seed,
-            models=models,
+            models={**models, **({"detector": detected["summary"]["weights_sha256"]} if detected else {})},
         ),
     }
     validate(report, PLAN_REPORT_V1, out / "report.json")

@@ -179,3 +179,19 @@ def test_views_matched_by_level_and_epipolar_consistency():
     l1 = ev.landmarks.views[1]["L1"]
     assert "SPT" not in l1.landmarks and len(l1.landmarks) == len(LANDMARKS) - 1  # low confidence left out
     assert ev.masks[0]["L2"].all() and ev.landmarks.source == "detector"
+
+
+def test_plan_without_landmarks_runs_the_detector(cases, tmp_path, run_cli):
+    """No --landmarks: the detector runs on both views; an (untrained) network that finds nothing
+    gives one clear line naming the view, not a crash or a plan on nothing."""
+    from SpineDARTLib.nets.detector_train import train_detector
+
+    weights = tmp_path / "tiny.safetensors"
+    train_detector(cases, weights, TINY, epochs=1, batch_size=2, progress=lambda _m: None)
+    views = cases / "case_0000" / "views"
+    xrays = ["--xray", views / "ort-ap.tif", "--xray", views / "ort-lat.tif"]
+    rc, _, err = run_cli("plan", *xrays, "--detector", weights, "--levels", "L4", "--out", tmp_path / "o")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "found no vertebra" in err or "consistently in both views" in err
+    rc, _, err = run_cli("plan", *xrays, "--detector", tmp_path / "none.safetensors", "--out", tmp_path / "o")
+    assert rc == 2 and "file not found" in err

@@ -133,7 +133,7 @@ def _bad_masks(tmp_path):
     "args, match",
     [
         (lambda t: ["--xray", CASE / "xray_a.png", *EVIDENCE], "1 X-ray(s) given"),
-        (lambda t: [*XRAYS], "no 2-D landmarks given"),
+        (lambda t: [*XRAYS], "no trained detector is installed"),
         (lambda t: [*XRAYS, "--landmarks", _bad_landmarks(t)], "describes 1 views but 2 X-rays"),
         (lambda t: [*XRAYS, *EVIDENCE[:2], "--masks", _bad_masks(t)], "view0_L2 is (10, 10) px"),
         (lambda t: [*XRAYS, "--landmarks", _nan_landmarks(t)], "uv is not finite"),

@@ -83,7 +83,7 @@ def test_worker_crash(tmp_path):
     [
         ({"xrays": [str(CASE / "xray_a.png")]}, "1 X-ray(s) given"),
         ({"levels": ["T4"]}, "T4 not marked in both views"),
-        ({"landmarks": None}, "no 2-D landmarks given"),
+        ({"landmarks": None}, "no trained detector is installed"),
     ],
 )
 def test_worker_refuses_a_bad_job(tmp_path, job, match):
