@@ -47,8 +47,9 @@ class SpineDART(ScriptedLoadableModule):
         self.parent.helpText = _(
             "CT-free vertebroplasty planning from two calibrated X-rays: a vertebral shape model is "
             "fitted to both views and the left and right transpedicular cannulas are planned, each with "
-            "its clearance, predicted breach grade and a safe/unsafe flag. Landmarks come from a file or "
-            "from points you place on the X-rays (the automatic detector is not available yet)."
+            "its clearance, predicted breach grade and a safe/unsafe flag. Landmarks come from a file, "
+            "from points you place on the X-rays, or from the automatic detector when trained weights are "
+            "installed."
             "<br><br>"
             "Load two X-rays of the spine taken from different directions (ideally about 90 degrees "
             "apart): DICOM images with their C-arm geometry, PNG/TIFF images with a JSON calibration "

@@ -122,6 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seed", type=int, default=RESERVED_SEED, help="scene seed (>= 1000000; default %(default)s)")
     be.add_argument("--work", type=Path, help="where generated cases are kept (default ~/.cache/spinedart/bench)")
     be.add_argument("--out", type=Path, help="results folder (default bench-results/SET-SEED)")
+    be.add_argument("--detector", type=Path, help="detector weights for --init auto (default: the shipped ones)")
     be.add_argument(
         "--render-mode", default="auto", help="splat rasteriser of the fit: auto (default), layered or patch"
     )
@@ -444,10 +445,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 raise UserError("file not found", "check the path", f)
     if args.label_ids not in ("totalsegmentator", "verse"):
         raise UserError(f"--label-ids {args.label_ids!r} is unknown", "use totalsegmentator (v2) or verse")
-    if args.init == "auto":
-        raise UserError("--init auto needs the vertebra detector, which is not built yet", "use --init gt-noisy")
-    if args.init != "gt-noisy":
-        raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy (or auto once the detector exists)")
+    if args.init not in ("gt-noisy", "auto"):
+        raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy or auto")
+    if args.detector is not None and not args.detector.is_file():
+        raise UserError("file not found", "check the path", args.detector)
     methods = {"fit": ["fit"], "ncc": ["ncc"], "both": ["fit", "ncc"]}.get(args.method)
     if methods is None:
         raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc or both")
@@ -471,7 +472,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         }
     if args.render_mode not in ("auto", "layered", "patch"):
         raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
-    summary = run_benchmark(args.set, args.n, args.seed, methods, work, out, case, args.init, args.render_mode)
+    summary = run_benchmark(
+        args.set, args.n, args.seed, methods, work, out, case, args.init, args.render_mode, args.detector
+    )
     s = summary
     print(
         f"{s['set']} ({s['init']}, seed {s['seed']}): {s['n_vertebrae']} fits, {s['n_failed']} failed, "

@@ -225,7 +225,8 @@ def plan_job(
 ) -> dict[str, Any]:
     """A worker job (:mod:`SpineDARTLib.worker`) for the two loaded X-ray nodes: the X-rays are
     written with their geometry into ``job_dir`` (whatever they were loaded from), the landmarks come
-    from a file or from point lists placed on the X-rays. Refuses what the plan would refuse, early."""
+    from a file, from point lists placed on the X-rays, or (neither given) from the detector in the
+    worker. Refuses what the plan would refuse, early."""
     from .anatomy.levels import parse_levels
     from .fit.landmarks2d import read_landmarks_2d, write_landmarks_2d
     from .xray import write_xray
@@ -245,11 +246,11 @@ def plan_job(
         lm_path = Path(landmarks_path)
         read_landmarks_2d(lm_path, n_views=2)  # refused here rather than in the worker
     else:
-        raise UserError("no landmarks", "choose a landmarks file, or place points on both X-rays")
+        lm_path = None  # automatic: the worker runs the detector (and says so when none is installed)
     gauge_value = None if gauge in ("", "by level") else int(gauge)
     return {
         "xrays": xrays,
-        "landmarks": str(lm_path),
+        "landmarks": str(lm_path) if lm_path else None,
         "masks": str(masks_path) if masks_path else None,
         "levels": parse_levels(levels) if levels.strip() else None,
         "gauge": gauge_value,

@@ -60,10 +60,17 @@ def load_views(task: Task) -> tuple[dict[str, Any], list[Any], list[dict[str, An
 
 
 def run_task(
-    task: Task, method: str, seed: int, cfg: FitConfig | None = None, neighbours: int = NEIGHBOURS
+    task: Task,
+    method: str,
+    seed: int,
+    cfg: FitConfig | None = None,
+    neighbours: int = NEIGHBOURS,
+    detector=None,
 ) -> dict[str, Any]:
     """Fit and score one task; returns its record (metrics of the target, verdict, timings).
-    ``neighbours``: levels on each side fitted jointly with the target."""
+    ``neighbours``: levels on each side fitted jointly with the target. ``detector``: a loaded
+    annotation network for ``--init auto`` (evidence found in the images, the target level as the
+    anchor); None: the ``gt-noisy`` oracle evidence."""
     from ..mesh_io import read_mesh
 
     t_load = time.perf_counter()
@@ -71,16 +78,36 @@ def run_task(
     # The plan's time: reading the X-rays, initialisation and fit (not the oracle's evidence, not scoring).
     t_load = time.perf_counter() - t_load
     rng = np.random.default_rng([seed, zlib.crc32(task.key.encode())])
-    noisy = [
-        gt_noisy_view(lab, m, float(np.mean(x.projection.pixel_spacing_mm)), rng)
-        for lab, m, x in zip(labels, masks, xrays, strict=True)
-    ]
+    if detector is None:
+        noisy = [
+            gt_noisy_view(lab, m, float(np.mean(x.projection.pixel_spacing_mm)), rng)
+            for lab, m, x in zip(labels, masks, xrays, strict=True)
+        ]
+        evidence_of = [n.evidence for n in noisy]
+        masks_of = [n.masks for n in noisy]
+        detected = None
+    else:
+        from ..nets.auto import auto_evidence
+
+        t_det = time.perf_counter()
+        ev = auto_evidence(detector, [x.image for x in xrays], [x.projection for x in xrays], task.target)
+        t_load += time.perf_counter() - t_det  # detection is part of the plan's time
+        evidence_of, masks_of = ev.landmarks.views, ev.masks
+        detected = {"anchors": ev.anchors, "found": ev.found, "rejected": ev.rejected}
     verts = {v["level"]: v for v in doc["vertebrae"]}
     gt = verts[task.target]
     gt_mesh = read_mesh(task.case_dir / gt["mesh"]["path"])
     gt_mesh = (gt_mesh[0], gt_mesh[1])
     record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": method}
+    if detected is not None:
+        record["detector"] = detected
     t0 = time.perf_counter() - t_load
+    if detected is not None and task.target not in evidence_of[0]:
+        why = ev.rejected.get(task.target, "not found in either view")
+        record.update(converged=False, reason=f"detector: {task.target} {why}", mesh=False)
+        record["plan"] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
+        record["seconds"] = time.perf_counter() - t0
+        return record
     i = LEVELS.index(task.target)
     wanted = [task.target] + [lv for lv in LEVELS[max(i - neighbours, 0) : i + neighbours + 1] if lv != task.target]
     projections = [x.projection for x in xrays]
@@ -90,7 +117,7 @@ def run_task(
         if v is None or v.get("truncated"):
             continue
         model = model_for(level)
-        evidence = [n.evidence.get(level, VertebraEvidence()) for n in noisy]
+        evidence = [e.get(level, VertebraEvidence()) for e in evidence_of]
         try:
             init = initialise(model, level, projections, evidence)
         except UserError as exc:
@@ -100,7 +127,7 @@ def run_task(
                 record["seconds"] = time.perf_counter() - t0
                 return record
             continue
-        targets.append(FitTarget(level, model, init, evidence, [n.masks.get(level) for n in noisy]))
+        targets.append(FitTarget(level, model, init, evidence, [m.get(level) for m in masks_of]))
     cfg = cfg or FitConfig(method=method, seed=seed)
     views = [FitView(x.projection, x.image) for x in xrays]
     results = fit(targets, views, cfg, primary=[0])

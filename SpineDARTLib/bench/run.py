@@ -175,10 +175,21 @@ def run_benchmark(
     case: dict[str, Any] | None = None,
     init: str = "gt-noisy",
     render_mode: str = "auto",
+    detector_weights: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a set and return the protocol's summary object (also written to OUT)."""
     from ..fit.optimise import FitConfig
 
+    detector, detector_card = None, None
+    if init == "auto":
+        from ..nets.detector_train import load_detector
+        from ..pipeline import DETECTOR_WEIGHTS
+        from ..resources import resources_dir
+
+        weights = detector_weights or resources_dir().joinpath(*DETECTOR_WEIGHTS)
+        if not weights.is_file():
+            raise UserError("--init auto needs trained detector weights", "give --detector FILE", weights)
+        detector, detector_card = load_detector(weights)
     tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, case)
     if not tasks:
         raise UserError("the set has no vertebra to fit", "check the case's label map and --n")
@@ -193,10 +204,12 @@ def run_benchmark(
             r = done.get((task.key, method))
             # Records from before the planner existed have no plan, those of another rasteriser
             # (before it was recorded: patches) were drawn differently: fitted again.
-            if r is None or r.get("seed") != seed or "plan" not in r or r.get("render_mode", "patch") != render_mode:
+            stale = r is not None and (r.get("render_mode", "patch"), r.get("init", "gt-noisy")) != (render_mode, init)
+            if r is None or r.get("seed") != seed or "plan" not in r or stale:
                 t0 = time.perf_counter()
-                r = run_task(task, method, seed, FitConfig(method=method, seed=seed, render_mode=render_mode))
-                r["seed"], r["render_mode"] = seed, render_mode
+                cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
+                r = run_task(task, method, seed, cfg, detector=detector)
+                r["seed"], r["render_mode"], r["init"] = seed, render_mode, init
                 r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
                 write_record(rec_path, r)
                 print(
@@ -240,6 +253,7 @@ def run_benchmark(
     for other in methods[1:]:
         summary[f"baseline_{other}"] = {**summarise(by_method[other]), "per_level": _per_level(by_method[other])}
     summary["plots"] = [p.name for p in box_plots(by_method, out, f"{summary['set']} seed {seed}")]
-    summary["provenance"] = provenance(seed=seed)
+    models = {"detector": detector_card["weights_sha256"]} if detector_card else {}
+    summary["provenance"] = provenance(seed=seed, models=models)
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -262,7 +263,7 @@ def test_surface_distances_of_a_far_mesh_stay_exact_and_bounded():
     assert np.allclose(d[::2], 490.0, atol=0.05) and np.allclose(d[1::2], 290.0, atol=0.05)
 
 
-def test_bench_on_a_users_label_map(small_maps, tmp_path, run_cli):
+def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli):
     """``--case-labels`` with synthetic HU: only the first complete vertebra is rendered and fitted
     (--n 1), cut vertebrae are listed as skipped, and the GT ceiling is stated."""
     args = ["bench", "--case-labels", small_maps["ts2"], "--hu-from-labels", "--n", "1", "--method", "fit"]
@@ -282,3 +283,20 @@ def test_bench_on_a_users_label_map(small_maps, tmp_path, run_cli):
     assert s["dice_mean"] > 0.6, s
     (case,) = (tmp_path / "w").iterdir()
     assert {v["target"] for v in json.loads((case / "case.json").read_text())["views"]} == {"T10"}
+    # --init auto on the same (cached) case: the evidence comes from the detector. An untrained one
+    # finds nothing, and each fit is reported failed with the detector's reason (wiring, not accuracy).
+    from SpineDARTLib.nets.detector import DetectorConfig
+    from SpineDARTLib.nets.detector_train import train_detector
+
+    tiny = DetectorConfig(image_size=64, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4,
+                          decoder_dim=16)  # fmt: skip
+    shutil.copytree(synth_set / "a", tmp_path / "det-data")  # training caches samples beside the cases
+    train_detector(tmp_path / "det-data", tmp_path / "det.safetensors", tiny, epochs=1, batch_size=2, progress=print)
+    auto = [a if a != tmp_path / "o" else tmp_path / "o-auto" for a in args]
+    rc, out, err = run_cli(*auto, "--init", "auto", "--detector", tmp_path / "det.safetensors")
+    assert rc == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["init"] == "auto" and "detector" in s["provenance"]["models"]
+    recs = [json.loads(line) for line in (tmp_path / "o-auto" / "records.jsonl").read_text().splitlines()]
+    assert recs and all(r["init"] == "auto" and "detector" in r for r in recs)
+    assert all(r["converged"] or r["reason"].startswith("detector: ") for r in recs)
