@@ -99,10 +99,13 @@ class Detector(nn.Module):
         d = config.decoder_dim
         self.lateral = nn.ModuleList([nn.Conv2d(c, d, 1) for c in chans])
         self.smooth = nn.ModuleList([_block(d, d) for _ in chans[:-1]])
-        self.heads = nn.ModuleDict({name: nn.Sequential(_block(d, d), nn.Conv2d(d, c, 1)) for name, c in HEADS.items()})
+        # One shared 3×3 block, then a 1×1 convolution per head: nine 3×3 heads at stride 4 would
+        # cost more than the whole backbone.
+        self.trunk = _block(d, d)
+        self.heads = nn.ModuleDict({name: nn.Conv2d(d, c, 1) for name, c in HEADS.items()})
         # Heatmaps start near their prior (few positives), as in CenterNet.
         for name in ("centre", "landmarks"):
-            nn.init.constant_(self.heads[name][-1].bias, -2.19)
+            nn.init.constant_(self.heads[name].bias, -2.19)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` (B, 1, S, S) normalised line-integral images → dense head outputs at stride 4."""
@@ -111,6 +114,7 @@ class Detector(nn.Module):
         for i in range(len(feats) - 2, -1, -1):
             y = functional.interpolate(y, size=feats[i].shape[-2:], mode="bilinear", align_corners=False)
             y = self.smooth[i](y + self.lateral[i](feats[i]))
+        y = self.trunk(y)
         return {name: head(y) for name, head in self.heads.items()}
 
 
