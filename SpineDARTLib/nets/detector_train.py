@@ -188,6 +188,8 @@ def train_detector(
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
+        # Stochastic depth draws from torch's generator: continue its stream where the run stopped.
+        torch.set_rng_state(ck["torch_rng"])
         say(f"resuming after epoch {state['epoch']} ({state['step']} steps)")
     train_set = DetectorDataset(train_files, config, augment=True, seed=seed)
     val_loader = torch.utils.data.DataLoader(
@@ -228,7 +230,7 @@ def train_detector(
         state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(running)), **metrics})
         say(f"epoch {state['epoch']}: " + ", ".join(f"{k} {v:.3f}" for k, v in state["history"][-1].items()))
         ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                "config": config.to_dict(), "seed": seed}  # fmt: skip
+                "config": config.to_dict(), "seed": seed, "torch_rng": torch.get_rng_state()}  # fmt: skip
         with atomic_path(ckpt_path) as tmp:
             torch.save(ckpt, tmp)
     if state["epoch"] < epochs:
