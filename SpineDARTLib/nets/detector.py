@@ -24,6 +24,7 @@ import torch.nn as nn
 from torch.nn import functional
 
 from ..anatomy.landmarks import LANDMARKS
+from ..errors import UserError
 
 N_LANDMARKS = len(LANDMARKS)
 MASK_DIM = 8  # shared mask feature channels; a vertebra's dynamic filter has MASK_DIM + 2 + 1 weights
@@ -79,7 +80,10 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class Detector(nn.Module):
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
-        import timm
+        try:
+            import timm
+        except ImportError as exc:
+            raise UserError("the annotation network needs the timm package", "pip install 'timm>=1.0'") from exc
 
         if config.image_size % 32 or (config.image_size // 4) % config.window_size:
             raise ValueError("image_size must be a multiple of 32 and of 4 × window_size")
