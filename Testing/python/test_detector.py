@@ -195,3 +195,31 @@ def test_plan_without_landmarks_runs_the_detector(cases, tmp_path, run_cli):
     assert "found no vertebra" in err or "consistently in both views" in err
     rc, _, err = run_cli("plan", *xrays, "--detector", tmp_path / "none.safetensors", "--out", tmp_path / "o")
     assert rc == 2 and "file not found" in err
+
+
+def test_shipped_detector_on_the_demo_case():
+    """The shipped weights (when they ship): card and hash, trained on seeds below the benchmark's
+    reserved range, and on the demo's two views L1-L3 found where the demo's landmarks put them."""
+    from SpineDARTLib.bench.sets import RESERVED_SEED
+    from SpineDARTLib.fit.landmarks2d import read_landmarks_2d
+    from SpineDARTLib.nets.auto import auto_evidence
+    from SpineDARTLib.pipeline import DETECTOR_WEIGHTS
+    from SpineDARTLib.resources import demo_case_dir, resources_dir
+    from SpineDARTLib.xray import read_xray
+
+    weights = resources_dir().joinpath(*DETECTOR_WEIGHTS)
+    if not weights.is_file():
+        pytest.skip("no trained detector ships yet")
+    model, card = load_detector(weights)
+    assert card["data"]["runs"] and all(r["seed"] < RESERVED_SEED for r in card["data"]["runs"])
+    assert weights.stat().st_size <= 20 * 2**20
+    case = demo_case_dir()
+    xrays = [read_xray(case / f"xray_{k}.png") for k in "ab"]
+    ev = auto_evidence(model, [x.image for x in xrays], [x.projection for x in xrays], "L2")
+    given = read_landmarks_2d(case / "landmarks.json")
+    for i, x in enumerate(xrays):
+        mm = float(np.mean(x.projection.pixel_spacing_mm))
+        assert {"L1", "L2", "L3"} <= set(ev.landmarks.views[i]), (i, ev.found, ev.rejected)
+        for level in ("L1", "L2", "L3"):
+            got, ref = ev.landmarks.views[i][level], given.views[i][level]
+            assert np.linalg.norm(got.centroid - ref.landmarks["BC"]) * mm < 6.0, (i, level)
