@@ -118,11 +118,9 @@ def detect(model: Detector, image: np.ndarray, centre_threshold: float = CENTRE_
 def _masks_to_image(logits: torch.Tensor, box, size: int, shape: tuple[int, int]) -> np.ndarray:
     """(K, g, g) logits → (K, H, W) probabilities in image pixels (undo the letterbox)."""
     up = functional.interpolate(logits[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    h, w = shape
-    nh, nw = max(1, round(h * box.scale)), max(1, round(w * box.scale))
-    oy, ox = int(box.offset[1]), int(box.offset[0])
-    crop = up[:, oy : oy + nh, ox : ox + nw]
-    full = functional.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    rows, cols = box.region(shape)
+    crop = up[:, rows, cols]
+    full = functional.interpolate(crop[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]
     return torch.sigmoid(full).numpy()
 
 

@@ -41,6 +41,13 @@ class Letterbox:
     def to_image(self, n: np.ndarray) -> np.ndarray:
         return (np.asarray(n, float) + 0.5 - np.asarray(self.offset)) / self.scale - 0.5
 
+    def region(self, shape: tuple[int, int]) -> tuple[slice, slice]:
+        """The rows and columns of the network's square that an image of ``shape`` (h, w) fills."""
+        h, w = shape
+        nh, nw = max(1, round(h * self.scale)), max(1, round(w * self.scale))
+        oy, ox = int(self.offset[1]), int(self.offset[0])
+        return slice(oy, oy + nh), slice(ox, ox + nw)
+
 
 def normalise(image: np.ndarray) -> np.ndarray:
     """Line integrals → roughly [-0.5, 0.5] whatever their scale and offset (robust percentiles)."""
@@ -60,12 +67,11 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     h, w = image.shape
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    x = normalise(image)
-    small = resize(x, (nh, nw), order=1, anti_aliasing=scale < 1, preserve_range=True).astype(np.float32)
+    box = Letterbox(scale, (float((size - nw) // 2), float((size - nh) // 2)))
+    small = resize(normalise(image), (nh, nw), order=1, anti_aliasing=scale < 1, preserve_range=True)
     out = np.full((size, size), float(small.min()), np.float32)
-    oy, ox = (size - nh) // 2, (size - nw) // 2
-    out[oy : oy + nh, ox : ox + nw] = small
-    return out, Letterbox(scale, (float(ox), float(oy)))
+    out[box.region((h, w))] = small
+    return out, box
 
 
 def _grid_mask(mask: np.ndarray, box: Letterbox, config: DetectorConfig) -> np.ndarray:
@@ -73,12 +79,12 @@ def _grid_mask(mask: np.ndarray, box: Letterbox, config: DetectorConfig) -> np.n
     from skimage.transform import resize
 
     g, size = config.grid, config.image_size
-    h, w = mask.shape
-    nh, nw = max(1, round(h * box.scale)), max(1, round(w * box.scale))
-    m = resize(mask.astype(np.float32), (nh, nw), order=1, anti_aliasing=True, preserve_range=True)
+    rows, cols = box.region(mask.shape)
     full = np.zeros((size, size), np.float32)
-    oy, ox = int(box.offset[1]), int(box.offset[0])
-    full[oy : oy + nh, ox : ox + nw] = m
+    full[rows, cols] = resize(
+        mask.astype(np.float32), (rows.stop - rows.start, cols.stop - cols.start), order=1, anti_aliasing=True,
+        preserve_range=True,
+    )  # fmt: skip
     cells = full.reshape(g, config.stride, g, config.stride).mean(axis=(1, 3))
     return np.round(np.clip(cells, 0, 1) * 255).astype(np.uint8)
 

@@ -50,7 +50,7 @@ def _instances(samples: list[dict], tgts: list[dict]) -> dict[str, torch.Tensor]
     if not rows:
         return {}
     cat = np.concatenate
-    cells = cat([t["cells"] for t in tgts]) if rows else np.zeros((0, 2), np.int64)
+    cells = cat([t["cells"] for t in tgts])
     return {
         "b": torch.tensor([b for b, _ in rows]),
         "x": torch.from_numpy(cells[:, 0]),
