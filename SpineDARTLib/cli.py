@@ -534,6 +534,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.seed < 0:
         raise UserError("--epochs, --batch-size and --lr must be positive", "e.g. --epochs 20 --batch-size 8")
+    if any(v is not None and v < 1 for v in (args.threads, args.stop_after_steps)):
+        raise UserError("--threads and --stop-after-steps must be positive", "e.g. --threads 2")
     if args.out.suffix != ".safetensors":
         raise UserError("the weights file must end in .safetensors", "e.g. --out detector.safetensors", args.out)
     if args.threads:

@@ -85,6 +85,7 @@ def test_tiny_training_resumes_to_the_same_weights(cases, tmp_path, run_cli):
     [
         (["--epochs", "0"], "positive"),
         (["--out", "w.pt"], ".safetensors"),
+        (["--threads", "0"], "--threads"),
     ],
 )
 def test_train_detector_bad_input(tmp_path, run_cli, args, match):
