@@ -17,6 +17,8 @@ from . import __version__
 from .bench.sets import DEFAULT_N, RESERVED_SEED, SETS, check_seed
 from .errors import EXIT_USER_ERROR, UserError
 
+BENCH_METHODS = ("fit", "ncc", "geoplan")
+
 
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line instead of the usage dump."""
@@ -117,7 +119,12 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--label-ids", default="totalsegmentator", help="totalsegmentator (v2) or verse")
     be.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
     be.add_argument("--init", default="gt-noisy", help="gt-noisy (oracle evidence, default) or auto (detector)")
-    be.add_argument("--method", default="both", help="fit, ncc (the paper's baseline) or both (default)")
+    be.add_argument(
+        "--method",
+        default="both",
+        help="fit, ncc (the paper's baseline), geoplan (2D paths triangulated, needs a detector), both (fit,ncc: "
+        "default) or a comma list, e.g. fit,geoplan",
+    )
     be.add_argument("--n", type=int, help=f"vertebrae (synthetic default {DEFAULT_N}; real: first N targets)")
     be.add_argument("--seed", type=int, default=RESERVED_SEED, help="scene seed (>= 1000000; default %(default)s)")
     be.add_argument("--work", type=Path, help="where generated cases are kept (default ~/.cache/spinedart/bench)")
@@ -449,9 +456,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy or auto")
     if args.detector is not None and not args.detector.is_file():
         raise UserError("file not found", "check the path", args.detector)
-    methods = {"fit": ["fit"], "ncc": ["ncc"], "both": ["fit", "ncc"]}.get(args.method)
-    if methods is None:
-        raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc or both")
+    methods = ["fit", "ncc"] if args.method == "both" else args.method.split(",")
+    if not methods or any(m not in BENCH_METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc, geoplan, both or a list: fit,geoplan")
     if args.n is not None and args.n <= 0:
         raise UserError(f"--n {args.n} must be positive", "give e.g. --n 20")
     check_seed(args.seed)

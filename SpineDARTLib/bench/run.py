@@ -24,6 +24,7 @@ from ..atomic import atomic_write_json
 from ..errors import UserError
 from ..provenance import provenance, sha256_file
 from .accuracy import gt_ceiling, read_records, run_task, write_record
+from .geoplan import run_geoplan_task
 from .sets import DEFAULT_N, REAL_CT_TARGETS, Task, check_seed, real_case_dir, synthetic_cases, tasks_of
 
 PROTOCOL = "p1"
@@ -91,16 +92,19 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The protocol's aggregate metrics of a list of records (one method)."""
     with_mesh = [r for r in records if r.get("mesh")]
     accepted = [r for r in records if r.get("converged")]
+    # 2D-GeoPlan makes no surface: it has trajectories, no Dice.
+    surfaces = not records or any(r.get("method") != "geoplan" for r in records)
+    dices = [r["dice"] if r.get("mesh") else 0.0 for r in records]
     out: dict[str, Any] = {
         "n_vertebrae": len(records),
         "n_failed": len(records) - len(accepted),
         # A failed fit counts with its actual Dice, or 0 when no mesh came out.
-        "dice_mean": _mean([r["dice"] if r.get("mesh") else 0.0 for r in records]),
-        "dice_median": float(np.median([r["dice"] if r.get("mesh") else 0.0 for r in records])) if records else None,
-        "dice_mean_accepted": _mean([r["dice"] for r in accepted]),
+        "dice_mean": _mean(dices) if surfaces else None,
+        "dice_median": float(np.median(dices)) if records and surfaces else None,
+        "dice_mean_accepted": _mean([r["dice"] for r in accepted if r.get("mesh")]),
     }
     for k in METRICS[1:]:
-        out[k if k.endswith(("_mm", "_deg")) else f"{k}_mean"] = _mean([r.get(k) for r in with_mesh])
+        out[k if k.endswith(("_mm", "_deg")) else f"{k}_mean"] = _mean([r.get(k) for r in records])
     out["completion_rate"] = len(accepted) / len(records) if records else None
     out.update(safety_rates(records))
     out["init_dice_mean"] = _mean([r["init_scores"]["dice"] for r in with_mesh])
@@ -181,14 +185,15 @@ def run_benchmark(
     from ..fit.optimise import FitConfig
 
     detector, detector_card = None, None
-    if init == "auto":
+    if init == "auto" or "geoplan" in methods:
         from ..nets.detector_train import load_detector
         from ..pipeline import DETECTOR_WEIGHTS
         from ..resources import resources_dir
 
         weights = detector_weights or resources_dir().joinpath(*DETECTOR_WEIGHTS)
         if not weights.is_file():
-            raise UserError("--init auto needs trained detector weights", "give --detector FILE", weights)
+            raise UserError("--init auto and --method geoplan need trained detector weights", "give --detector FILE",
+                            weights)  # fmt: skip
         detector, detector_card = load_detector(weights)
     tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, case)
     if not tasks:
@@ -203,13 +208,23 @@ def run_benchmark(
             k += 1
             r = done.get((task.key, method))
             # Records from before the planner existed have no plan, those of another rasteriser
-            # (before it was recorded: patches) were drawn differently: fitted again.
-            stale = r is not None and (r.get("render_mode", "patch"), r.get("init", "gt-noisy")) != (render_mode, init)
-            if r is None or r.get("seed") != seed or "plan" not in r or stale:
+            # (before it was recorded: patches), initialisation or detector were made differently:
+            # made again.
+            made_by = (
+                (r or {}).get("render_mode", "patch"),
+                (r or {}).get("init", "gt-noisy"),
+                (r or {}).get("detector_sha"),
+            )
+            uses_detector = init == "auto" or method == "geoplan"
+            wanted = render_mode, init, detector_card["weights_sha256"] if uses_detector else None
+            if r is None or r.get("seed") != seed or "plan" not in r or made_by != wanted:
                 t0 = time.perf_counter()
-                cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
-                r = run_task(task, method, seed, cfg, detector=detector)
-                r["seed"], r["render_mode"], r["init"] = seed, render_mode, init
+                if method == "geoplan":
+                    r = run_geoplan_task(task, detector)
+                else:
+                    cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
+                    r = run_task(task, method, seed, cfg, detector=detector if init == "auto" else None)
+                r["seed"], r["render_mode"], r["init"], r["detector_sha"] = seed, *wanted
                 r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
                 write_record(rec_path, r)
                 print(

@@ -30,6 +30,8 @@ class AutoEvidence:
     anchors: list[str]  # per view: target, ribs, guess or none
     found: list[list[str]]  # per view: the levels detected
     rejected: dict[str, str] = field(default_factory=dict)  # level → why it is not used
+    # per view: level → the cannulas' 2D points (side → entry/target → (u, v)), for 2D-GeoPlan
+    paths: list[dict[str, dict[str, dict[str, np.ndarray]]]] = field(default_factory=lambda: [{}, {}])
 
 
 def match_views(
@@ -47,6 +49,7 @@ def match_views(
     rejected: dict[str, str] = {}
     views: list[dict[str, VertebraEvidence]] = [{}, {}]
     masks: list[dict[str, np.ndarray]] = [{}, {}]
+    paths: list[dict[str, dict]] = [{}, {}]
     for level in found[0]:
         if level not in best[1]:
             rejected[level] = "found in view 1 only"
@@ -66,10 +69,12 @@ def match_views(
             )
             if d.mask is not None:
                 masks[i][level] = d.mask > MASK_THRESHOLD
+            if d.paths:
+                paths[i][level] = d.paths
     for level in found[1]:
         if level not in best[0]:
             rejected[level] = "found in view 2 only"
-    return AutoEvidence(Landmarks2D(views, source="detector"), masks, anchors, found, rejected)
+    return AutoEvidence(Landmarks2D(views, source="detector"), masks, anchors, found, rejected, paths)
 
 
 def auto_evidence(

@@ -23,7 +23,7 @@ from torch.nn import functional
 from ..anatomy.landmarks import LANDMARKS
 from ..anatomy.levels import LEVELS
 from .detector import Detector, instance_mask_logits
-from .detector_data import letterbox
+from .detector_data import PATH_POINTS, letterbox
 from .detector_train import DISPLACEMENT_SCALE, LEVEL_SCALE
 
 CENTRE_THRESHOLD = 0.3
@@ -41,6 +41,8 @@ class DetectedVertebra:
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)  # name → (u, v) image pixels
     confidence: dict[str, float] = field(default_factory=dict)  # name → heatmap value
     mask: np.ndarray | None = None  # (H, W) probability
+    # 2D-GeoPlan: side → {"entry", "target"} → (u, v) image pixels of the cannula in this view
+    paths: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     order: int = -1  # 0 = most cranial
     level: str | None = None
 
@@ -96,11 +98,16 @@ def detect(model: Detector, image: np.ndarray, centre_threshold: float = CENTRE_
             if v not in taken_v:
                 r = regressed[v, j].round().long().clamp(0, g - 1)
                 conf[v, j] = float(lm_heat[j, r[1], r[0]])
+    path_px = centres[:, None, :] + out["paths"][:, cy, cx].T.reshape(len(found), -1, 2) * DISPLACEMENT_SCALE
     logits = instance_mask_logits(out["mask_features"], out["mask_filter"][:, cy, cx].T, centres)
     masks = _masks_to_image(logits, box, cfg.image_size, (h, w))
     result = []
     for v, (_x, _y, score) in enumerate(found):
         uv = box.to_image(positions[v].numpy() * s)
+        path_uv = box.to_image(path_px[v].numpy() * s)
+        paths: dict[str, dict[str, np.ndarray]] = {}
+        for (side, name), p in zip(PATH_POINTS, path_uv, strict=True):
+            paths.setdefault(side, {})[name] = p
         result.append(
             DetectedVertebra(
                 score=score,
@@ -110,6 +117,7 @@ def detect(model: Detector, image: np.ndarray, centre_threshold: float = CENTRE_
                 landmarks={n: uv[j] for j, n in enumerate(LANDMARKS)},
                 confidence={n: float(conf[v, j]) for j, n in enumerate(LANDMARKS)},
                 mask=masks[v],
+                paths=paths,
             )
         )
     return result

@@ -7,6 +7,9 @@ where every head is dense (CenterNet-style, one forward pass, any number of vert
 - ``centre``: heatmap of the vertebral bodies' centres (the projected BC landmark) + sub-cell offset;
 - ``landmarks``: one heatmap per landmark type + sub-cell offsets, and at each centre the 10
   landmarks' displacements from it (to group heatmap peaks into vertebrae);
+- ``paths``: at each centre the displacements of the two cannulas' entry and target points in this
+  view (left entry, left target, right entry, right target) — the paper's 2D-GeoPlan baseline,
+  triangulated across the two views;
 - ``region`` (lumbar vs rib-bearing thoracic) and ``level`` (index T1=0 … L5=16, a regression: only
   a guess without an anchor) at each centre;
 - instance masks, **overlapping** (projected vertebrae overlap): each centre predicts the weights of
@@ -66,6 +69,7 @@ HEADS = {  # name: channels
     "landmarks": N_LANDMARKS,
     "landmark_offset": 2 * N_LANDMARKS,
     "displacement": 2 * N_LANDMARKS,
+    "paths": 8,
     "region": 1,
     "level": 1,
     "mask_filter": MASK_DIM + 3,

@@ -4,7 +4,12 @@ One sample is one view of one case (its clean or its ``-degraded`` image): the i
 to the network's size and normalised, and per visible vertebra its level, centre (projected BC),
 the 10 landmarks (with in-image flags) and its instance mask at the head's grid. Samples are
 prepared once into a cache folder (one small ``.npz`` each) so epochs only read them; targets
-(heatmaps, offsets) are built per batch from these.
+(heatmaps, offsets) are built per batch from these. Each vertebra also carries its two cannulas'
+entry and target points in the view (the 2D-GeoPlan baseline's targets).
+
+Training images are augmented per epoch: contrast and noise, and a random similarity transform
+(scale, rotation, shift) applied alike to the image, every point and the masks — the cases are
+few and a transformer trained from scratch overfits their framing otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from .detector import DetectorConfig
 CENTRE_SIGMA = 1.5  # cells: heatmap Gaussians of the vertebral centres
 LANDMARK_SIGMA = 1.0  # cells: of the landmarks
 MIN_MASK_PIXELS = 200  # detector pixels: a vertebra less visible than this is not a target
+# The cannula points per vertebra, in this order (side, point of the trajectory).
+PATH_POINTS = (("left", "entry"), ("left", "target"), ("right", "entry"), ("right", "target"))
+# Geometric augmentation: scale range, rotation (degrees) and shift (fraction of the image).
+AUG_SCALE = (0.8, 1.25)
+AUG_ROTATION_DEG = 12.0
+AUG_SHIFT = 0.1
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,7 @@ def prepare_view(case_dir: Path, view: dict, degraded: bool, config: DetectorCon
     x, box = letterbox(xr.image, config.image_size)
     labels = json.loads((case_dir / view["labels"]).read_text())
     masks = read_masks(case_dir / view["masks"])
-    levels, centres, points, visible, grid_masks = [], [], [], [], []
+    levels, centres, points, visible, grid_masks, paths, path_visible = [], [], [], [], [], [], []
     for inst in labels["instances"]:
         lm = inst["landmarks"]
         if inst["mask_pixels"] < MIN_MASK_PIXELS or not lm["BC"]["in_fov"]:
@@ -125,6 +136,10 @@ def prepare_view(case_dir: Path, view: dict, degraded: bool, config: DetectorCon
         points.append(box.to_net([lm[n]["uv"] for n in LANDMARKS]))
         visible.append([bool(lm[n]["in_fov"]) for n in LANDMARKS])
         grid_masks.append(_grid_mask(masks[inst["mask_index"]], box, config))
+        traj = inst.get("trajectories") or {}
+        pts = [traj.get(side, {}).get(name) for side, name in PATH_POINTS]
+        paths.append(box.to_net([p["uv"] if p else (0.0, 0.0) for p in pts]))
+        path_visible.append([bool(p and p["in_fov"]) for p in pts])
     k = len(levels)
     g = config.grid
     return {
@@ -134,6 +149,8 @@ def prepare_view(case_dir: Path, view: dict, degraded: bool, config: DetectorCon
         "landmarks": np.asarray(points, np.float32).reshape(k, len(LANDMARKS), 2),
         "visible": np.asarray(visible, bool).reshape(k, len(LANDMARKS)),
         "masks": np.asarray(grid_masks, np.uint8).reshape(k, g, g),
+        "paths": np.asarray(paths, np.float32).reshape(k, len(PATH_POINTS), 2),
+        "path_visible": np.asarray(path_visible, bool).reshape(k, len(PATH_POINTS)),
         # mm per network pixel at the detector (for errors in mm)
         "mm_per_px": np.float32(float(np.mean(xr.projection.pixel_spacing_mm)) / box.scale),
     }
@@ -203,8 +220,56 @@ def targets(sample: dict[str, np.ndarray], config: DetectorConfig) -> dict[str, 
     }
 
 
+def transform_sample(sample: dict[str, np.ndarray], matrix: np.ndarray, config: DetectorConfig) -> dict:
+    """The sample seen through the 2×3 similarity ``matrix`` (network pixels → network pixels):
+    image resampled, points moved, masks resampled at the head's grid; vertebrae whose centre
+    leaves the image are dropped, landmarks that leave it are no longer visible."""
+    from scipy.ndimage import affine_transform
+
+    size, g, s = config.image_size, config.grid, float(config.stride)
+    a, t = matrix[:, :2], matrix[:, 2]
+    inv = np.linalg.inv(a)
+
+    def warp(img: np.ndarray, cval: float, cell: float) -> np.ndarray:
+        # A grid of cells of ``cell`` network pixels has its cell centres at cell·q + (cell − 1)/2:
+        # in its own coordinates the map is q → a·q + t_q. affine_transform wants the inverse map,
+        # output (row, col) → input, hence the swapped axes.
+        c0 = np.full(2, (cell - 1) / 2)
+        t_q = (t + (a - np.eye(2)) @ c0) / cell
+        return affine_transform(img, inv[::-1, ::-1], offset=(-inv @ t_q)[::-1], order=1, mode="constant", cval=cval)
+
+    move = lambda p: p @ a.T + t  # noqa: E731
+    out = dict(sample)
+    image = sample["image"].astype(np.float32)
+    out["image"] = warp(image, float(image.min()), 1.0)
+    centres = move(sample["centres"])
+    keep = np.all((centres >= 0) & (centres <= size - 1), axis=1)
+    out["centres"] = centres[keep]
+    out["levels"] = sample["levels"][keep]
+    lm = move(sample["landmarks"])[keep]
+    inside = np.all((lm >= 0) & (lm <= size - 1), axis=-1)
+    out["landmarks"], out["visible"] = lm, sample["visible"][keep] & inside
+    if "paths" in sample:
+        out["paths"], out["path_visible"] = move(sample["paths"])[keep], sample["path_visible"][keep]
+    masks = [warp(m.astype(np.float32), 0.0, s) for m in sample["masks"][keep]]
+    out["masks"] = np.clip(np.round(np.asarray(masks, np.float32).reshape(-1, g, g)), 0, 255).astype(np.uint8)
+    out["mm_per_px"] = np.float32(float(sample["mm_per_px"]) / np.sqrt(abs(np.linalg.det(a))))
+    return out
+
+
+def random_similarity(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A 2×3 similarity about the image centre within the augmentation's ranges."""
+    scale = float(np.exp(rng.uniform(*np.log(AUG_SCALE))))
+    th = np.deg2rad(rng.uniform(-AUG_ROTATION_DEG, AUG_ROTATION_DEG))
+    a = scale * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    c = np.full(2, (size - 1) / 2)
+    t = c - a @ c + rng.uniform(-AUG_SHIFT, AUG_SHIFT, 2) * size
+    return np.concatenate([a, t[:, None]], axis=1)
+
+
 class DetectorDataset(torch.utils.data.Dataset):
-    """Cached samples → (image tensor, sample arrays, targets); ``augment`` jitters contrast and noise."""
+    """Cached samples → (image tensor, sample arrays, targets); ``augment`` applies a random
+    similarity transform and jitters contrast and noise."""
 
     def __init__(self, files: list[Path], config: DetectorConfig, augment: bool = False, seed: int = 0) -> None:
         self.files, self.config, self.augment, self.seed = list(files), config, augment, seed
@@ -215,9 +280,11 @@ class DetectorDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         sample = load_sample(self.files[i])
-        x = sample["image"].astype(np.float32)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
+            sample = transform_sample(sample, random_similarity(rng, self.config.image_size), self.config)
+        x = sample["image"].astype(np.float32)
+        if self.augment:
             x = x * rng.uniform(0.7, 1.4) + rng.uniform(-0.2, 0.2)
             x = x + rng.normal(0.0, rng.uniform(0.0, 0.05), size=x.shape).astype(np.float32)
         return torch.from_numpy(x[None].astype(np.float32)), sample, targets(sample, self.config)

@@ -31,8 +31,8 @@ CARD_SCHEMA = "spinedart.detector-card/1"
 DISPLACEMENT_SCALE = 8.0  # cells: the displacement head predicts landmark − centre divided by this
 LEVEL_SCALE = 4.0  # the level head predicts the level index divided by this
 LUMBAR_FROM = 12  # level index of L1
-WEIGHTS = {"centre": 1.0, "landmarks": 1.0, "offsets": 1.0, "displacement": 1.0, "region": 0.5, "level": 0.2,
-           "mask": 1.0}  # fmt: skip
+WEIGHTS = {"centre": 1.0, "landmarks": 1.0, "offsets": 1.0, "displacement": 1.0, "paths": 0.5, "region": 0.5,
+           "level": 0.2, "mask": 1.0}  # fmt: skip
 
 
 def focal_loss(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,20 @@ def _instances(samples: list[dict], tgts: list[dict]) -> dict[str, torch.Tensor]
         "landmarks": torch.from_numpy(cat([s["landmarks"] for s in samples])),
         "visible": torch.from_numpy(cat([s["visible"] for s in samples])),
         "masks": torch.from_numpy(cat([s["masks"] for s in samples])).float() / 255.0,
+        "paths": torch.from_numpy(cat([s["paths"] for s in samples])),
+        "path_visible": torch.from_numpy(cat([s["path_visible"] for s in samples])),
     }
+
+
+def _displacement_loss(
+    pred: torch.Tensor, points: torch.Tensor, visible: torch.Tensor, centres: torch.Tensor, stride: float
+) -> torch.Tensor:
+    """Smooth-L1 of predicted (K, 2P) displacements from the centres (cells) against points (K, P, 2)
+    in network pixels, over the visible ones."""
+    disp = (points / stride - centres[:, None, :]) / DISPLACEMENT_SCALE
+    vis = visible[..., None].float()
+    loss = functional.smooth_l1_loss(pred.view(len(pred), -1, 2), disp, reduction="none", beta=0.1) * vis
+    return loss.sum() / (2 * vis.sum()).clamp_min(1)
 
 
 def detector_loss(
@@ -82,12 +95,8 @@ def detector_loss(
         c = inst["centres"] / s
         off_c = (at["centre_offset"] - (c - torch.stack([x, y], 1).float())).abs().sum()
         parts["offsets"] = (off.sum() + off_c) / (w.sum() + 2 * len(b)).clamp_min(1)
-        disp = (inst["landmarks"] / s - c[:, None, :]) / DISPLACEMENT_SCALE
-        vis = inst["visible"][..., None].float()
-        pred = at["displacement"].view(-1, len(LANDMARKS), 2)
-        parts["displacement"] = (functional.smooth_l1_loss(pred, disp, reduction="none", beta=0.1) * vis).sum() / (
-            2 * vis.sum()
-        ).clamp_min(1)
+        parts["displacement"] = _displacement_loss(at["displacement"], inst["landmarks"], inst["visible"], c, s)
+        parts["paths"] = _displacement_loss(at["paths"], inst["paths"], inst["path_visible"], c, s)
         lumbar = (inst["levels"] >= LUMBAR_FROM).float()
         parts["region"] = functional.binary_cross_entropy_with_logits(at["region"][:, 0], lumbar)
         parts["level"] = functional.smooth_l1_loss(at["level"][:, 0], inst["levels"] / LEVEL_SCALE)
@@ -98,7 +107,7 @@ def detector_loss(
         dice = 1 - (2 * (prob * gt).sum((1, 2)) + 1) / (prob.sum((1, 2)) + gt.sum((1, 2)) + 1)
         parts["mask"] = functional.binary_cross_entropy_with_logits(logits, gt) + dice.mean()
     else:
-        for k in ("offsets", "displacement", "region", "level", "mask"):
+        for k in ("offsets", "displacement", "paths", "region", "level", "mask"):
             parts[k] = zero + (off.sum() if k == "offsets" else 0.0)
     total = sum(WEIGHTS[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
@@ -109,7 +118,7 @@ def validation_metrics(model: Detector, loader, config: DetectorConfig) -> dict[
     """Mean loss and, at the true centres, the landmark error (mm at the detector) of the
     displacement head refined by the nearest heatmap peak — a cheap proxy of the decoded error."""
     model.eval()
-    losses, errors = [], []
+    losses, errors, path_errors = [], [], []
     s = float(config.stride)
     for images, samples, tgts in loader:
         out = model(images)
@@ -124,12 +133,16 @@ def validation_metrics(model: Detector, loader, config: DetectorConfig) -> dict[
         err = (pred - inst["landmarks"]).norm(dim=-1)
         mm = torch.tensor([float(samples[int(i)]["mm_per_px"]) for i in b])[:, None]
         errors.append((err * mm)[inst["visible"]].numpy())
+        pp = (c[:, None, :] + out["paths"][b, :, y, x].view(len(b), -1, 2) * DISPLACEMENT_SCALE) * s
+        path_errors.append(((pp - inst["paths"]).norm(dim=-1) * mm)[inst["path_visible"]].numpy())
     model.train()
     e = np.concatenate(errors) if errors else np.zeros(0)
+    pe = np.concatenate(path_errors) if path_errors else np.zeros(0)
     return {
         "val_loss": float(np.mean(losses)) if losses else float("nan"),
         "val_landmark_mm_median": float(np.median(e)) if e.size else float("nan"),
         "val_landmark_mm_mean": float(np.mean(e)) if e.size else float("nan"),
+        "val_path_mm_median": float(np.median(pe)) if pe.size else float("nan"),
     }
 
 

@@ -14,7 +14,15 @@ from SpineDARTLib.anatomy.landmarks import LANDMARKS
 from SpineDARTLib.errors import UserError
 from SpineDARTLib.nets.detect import DetectedVertebra, detect, order_and_levels
 from SpineDARTLib.nets.detector import HEADS, DetectorConfig
-from SpineDARTLib.nets.detector_data import letterbox, load_sample, prepare, targets
+from SpineDARTLib.nets.detector_data import (
+    PATH_POINTS,
+    letterbox,
+    load_sample,
+    prepare,
+    random_similarity,
+    targets,
+    transform_sample,
+)
 from SpineDARTLib.nets.detector_train import DISPLACEMENT_SCALE, LEVEL_SCALE, load_detector
 
 TINY = DetectorConfig(image_size=64, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), window_size=4,
@@ -45,6 +53,48 @@ def test_samples_and_targets_follow_the_case(cases):
     # Each centre's mask covers the centre's cell.
     for (x, y), m in zip(t["cells"], s["masks"], strict=True):
         assert m[y, x] > 0
+    # The cannulas' entry and target points, mapped alike; the target vertebra (L4) has both sides.
+    l4 = [i for i in labels["instances"] if i["landmarks"]["BC"]["in_fov"]]
+    k4 = [i["level"] for i in l4].index("L4")
+    entry = l4[k4]["trajectories"]["left"]["entry"]["uv"]
+    assert s["paths"].shape == (len(s["levels"]), len(PATH_POINTS), 2) and s["path_visible"][k4].all()
+    assert np.allclose(s["paths"][k4, 0], (np.array(entry) + 0.5) * (64 / 96) - 0.5, atol=1e-4)
+
+
+def test_augmentation_moves_image_points_and_masks_alike(cases):
+    train, val = prepare(cases, TINY)
+    s = load_sample((train + val)[0])
+    ident = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    same = transform_sample(s, ident, TINY)
+    assert np.allclose(same["image"], s["image"].astype(np.float32), atol=1e-3)
+    assert np.array_equal(same["masks"], s["masks"]) and np.allclose(same["centres"], s["centres"])
+    # A shift by whole cells (8 px right = 2 cells, 4 px up = 1 cell) moves image and masks by exactly that.
+    shift = np.array([[1.0, 0.0, 8.0], [0.0, 1.0, -4.0]])
+    moved = transform_sample(s, shift, TINY)
+    kept = np.all((s["centres"] + [8.0, -4.0] >= 0) & (s["centres"] + [8.0, -4.0] <= 63), axis=1)
+    assert np.array_equal(moved["masks"][:, 0:15, 2:16], s["masks"][kept][:, 1:16, 0:14])
+    assert np.allclose(moved["image"][0:60, 8:64], s["image"][4:64, 0:56].astype(np.float32), atol=1e-3)
+    # A quarter turn about the image centre turns image and masks exactly (cell centres included).
+    turned = transform_sample(s, np.array([[0.0, -1.0, 63.0], [1.0, 0.0, 0.0]]), TINY)
+    assert np.allclose(turned["image"], np.rot90(s["image"].astype(np.float32), k=-1), atol=1e-3)
+    assert np.array_equal(turned["masks"], np.rot90(s["masks"], k=-1, axes=(1, 2)))
+    # A random similarity: every point moves by it, the image value at a moved centre is the
+    # original one there, and each moved centre still lies in its moved mask.
+    from scipy.ndimage import map_coordinates
+
+    m = random_similarity(np.random.default_rng(5), 64)
+    out = transform_sample(s, m, TINY)
+    kept = np.all((s["centres"] @ m[:, :2].T + m[:, 2] >= 0) & (s["centres"] @ m[:, :2].T + m[:, 2] <= 63), axis=1)
+    assert np.allclose(out["centres"], s["centres"][kept] @ m[:, :2].T + m[:, 2], atol=1e-5)
+    assert np.allclose(out["paths"], s["paths"][kept] @ m[:, :2].T + m[:, 2], atol=1e-4)
+    img = s["image"].astype(np.float32)
+    before = map_coordinates(img, s["centres"][kept][:, ::-1].T, order=1)
+    after = map_coordinates(out["image"], out["centres"][:, ::-1].T, order=1)
+    assert np.allclose(before, after, atol=0.05 * (img.max() - img.min()))
+    cells = np.clip(np.floor(out["centres"] / 4 + 0.5), 0, 15).astype(int)
+    for (x, y), mask in zip(cells, out["masks"], strict=True):
+        assert mask[y, x] > 0
+    assert float(out["mm_per_px"]) < float(s["mm_per_px"]) * 1.3
 
 
 def test_tiny_training_resumes_to_the_same_weights(cases, tmp_path, run_cli):
@@ -119,6 +169,7 @@ def test_decoding_maps_peaks_back_to_image_pixels():
     out["landmarks"][j, 8, 9] = 4.0  # peak one cell from the regressed (9.25, 8.5)
     out["landmark_offset"][2 * j : 2 * j + 2, 8, 9] = torch.tensor([0.3, 0.4])
     out["level"][0, 9, 6] = 13.0 / LEVEL_SCALE
+    out["paths"][6:8, 9, 6] = torch.tensor([-2.0, 1.0]) / DISPLACEMENT_SCALE  # right target
     out["region"][0, 9, 6] = 3.0
     out["mask_filter"][-1, 9, 6] = 6.0  # a mask that is everywhere "in"
     image = np.random.default_rng(0).normal(size=(120, 80)).astype(np.float32)  # portrait: letterboxed
@@ -131,6 +182,8 @@ def test_decoding_maps_peaks_back_to_image_pixels():
     assert v.confidence["SPT"] > 0.9 and v.confidence["BC"] < 0.01
     assert v.mask.shape == (120, 80) and v.mask.min() > 0.99
     assert v.lumbar_prob > 0.9 and abs(v.level_guess - 13.0) < 1e-5
+    assert np.allclose(v.paths["right"]["target"], box.to_image(np.array([4.25, 9.5]) * 4))
+    assert np.allclose(v.paths["left"]["entry"], v.centre)
 
 
 def _v(y, guess, lumbar):
@@ -224,3 +277,92 @@ def test_shipped_detector_on_the_demo_case():
         for level in ("L1", "L2", "L3"):
             got, ref = ev.landmarks.views[i][level], given.views[i][level]
             assert np.linalg.norm(got.centroid - ref.landmarks["BC"]) * mm < 6.0, (i, level)
+
+
+def test_geoplan_triangulates_two_views_paths():
+    from SpineDARTLib.geometry import from_carm
+    from SpineDARTLib.plan.geoplan import geoplan_cannulas
+
+    views = [from_carm(a, 0.0, 620, 1020, (256, 256), pixel_spacing_mm=(1.0, 1.0)) for a in (0.0, 90.0)]
+    truth = {"left": ([-25.0, -30.0, 2.0], [-5.0, 15.0, 0.0]), "right": ([25.0, -30.0, 2.0], [5.0, 15.0, 0.0])}
+    paths = [
+        {side: {n: p.project(np.array([x]))[0] for n, x in zip(("entry", "target"), pts, strict=True)}
+         for side, pts in truth.items()}
+        for p in views
+    ]  # fmt: skip
+    cannulas, missing = geoplan_cannulas(paths, views, "L2")
+    assert not missing and [c.side for c in cannulas] == ["left", "right"]
+    for c in cannulas:
+        assert np.allclose(c.entry, truth[c.side][0], atol=1e-6) and np.allclose(c.target, truth[c.side][1], atol=1e-6)
+        assert c.gauge == 11
+    # The lateral view's left target 20 px off its epipolar line (horizontal here): refused, with why;
+    # a side one view did not predict: named.
+    paths[1]["left"]["target"] = paths[1]["left"]["target"] + np.array([0.0, 20.0])
+    del paths[0]["right"]
+    cannulas, missing = geoplan_cannulas(paths, views, "L2")
+    assert cannulas == [] and "do not meet" in missing["left"] and "both views" in missing["right"]
+
+
+class _Oracle(torch.nn.Module):
+    """A 'network' whose heads are the ground truth of a case's views (looked up by image): the
+    detection → matching → triangulation → scoring chain is what is tested."""
+
+    def __init__(self, config: DetectorConfig, case_dir, view_names) -> None:
+        from SpineDARTLib.anatomy.levels import LEVELS
+        from SpineDARTLib.xray import read_xray
+
+        super().__init__()
+        self.config, self.known = config, []
+        g, s = config.grid, float(config.stride)
+        doc = json.loads((case_dir / "case.json").read_text())
+        entries = {v["name"]: v for v in doc["views"]}
+        for name in view_names:
+            xr = read_xray(case_dir / entries[name]["image"])
+            labels = json.loads((case_dir / entries[name]["labels"]).read_text())
+            x, box = letterbox(xr.image, config.image_size)
+            out = {k: torch.zeros(c, g, g) for k, c in HEADS.items()}
+            out["centre"][:] = -10.0
+            out["landmarks"][:] = -10.0
+            for inst in labels["instances"]:
+                if inst["mask_pixels"] < 30 or not inst["landmarks"]["BC"]["in_fov"]:
+                    continue
+                c = box.to_net(inst["landmarks"]["BC"]["uv"]) / s
+                cx, cy = np.floor(c + 0.5).astype(int)
+                out["centre"][0, cy, cx] = 10.0
+                out["centre_offset"][:, cy, cx] = torch.tensor(c - [cx, cy], dtype=torch.float32)
+                out["level"][0, cy, cx] = LEVELS.index(inst["level"]) / LEVEL_SCALE
+                out["mask_filter"][-1, cy, cx] = 6.0
+                pts = [box.to_net(inst["trajectories"][side][n]["uv"]) / s for side, n in PATH_POINTS]
+                disp = (
+                    np.array(pts) - np.array([cx, cy]) - out["centre_offset"][:, cy, cx].numpy()
+                ) / DISPLACEMENT_SCALE
+                out["paths"][:, cy, cx] = torch.tensor(disp.reshape(-1), dtype=torch.float32)
+            self.known.append((torch.from_numpy(x), out))
+
+    def forward(self, x):
+        for image, out in self.known:
+            if torch.equal(image, x[0, 0]):
+                return {k: v[None] for k, v in out.items()}
+        raise AssertionError("an image the oracle does not know")
+
+
+def test_geoplan_bench_task_scores_triangulated_paths(cases):
+    from SpineDARTLib.bench.geoplan import run_geoplan_task
+    from SpineDARTLib.bench.run import summarise
+    from SpineDARTLib.bench.sets import tasks_of
+
+    (task,) = tasks_of(cases / "case_0000", "ort")
+    oracle = _Oracle(DetectorConfig(image_size=96, window_size=3), cases / "case_0000", task.views)
+    r = run_geoplan_task(task, oracle)
+    assert r["converged"] and r["method"] == "geoplan", r["reason"]
+    # The true paths, through decoding, matching and triangulation, give back the true trajectories.
+    assert r["entry_err_mm"] < 0.05 and r["target_err_mm"] < 0.05 and r["angle_err_deg"] < 0.1
+    assert [c["side"] for c in r["plan"]["cannulas"]] == ["left", "right"]
+    assert all(c["true"]["grade"] in "ABCD" and not c["safe"] for c in r["plan"]["cannulas"])
+    s = summarise([r])
+    assert s["dice_mean"] is None and s["completion_rate"] == 1.0 and s["entry_err_mm"] == r["entry_err_mm"]
+    # A view the detector finds nothing in: a failed task with the detector's reason.
+    for _, out in oracle.known[1:]:
+        out["centre"][:] = -10.0
+    r = run_geoplan_task(task, oracle)
+    assert not r["converged"] and r["reason"].startswith("detector: L4") and r["plan"]["cannulas"] == []

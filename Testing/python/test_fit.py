@@ -237,6 +237,8 @@ def test_benchmark_seeds_never_overlap_a_shape_models_seeds():
         (["bench", "--set", "synthetic-ort", "--seed", "5"], "reserved range"),
         (["bench", "--set", "synthetic-ort", "--init", "auto"], "detector"),
         (["bench", "--set", "synthetic-ort", "--method", "mi"], "--method"),
+        (["bench", "--set", "synthetic-ort", "--method", "fit,fit"], "--method"),
+        (["bench", "--set", "synthetic-ort", "--method", "fit,geoplan", "--detector", "none.safetensors"], "not found"),
         (["bench", "--set", "synthetic-ort", "--n", "0"], "--n 0"),
         (["bench", "--set", "real-ct", "--case-labels", "x.nii.gz"], "two different inputs"),
         (["bench", "--case-ct", "ct.nii.gz"], "needs --case-labels"),
