@@ -133,6 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--render-mode", default="auto", help="splat rasteriser of the fit: auto (default), layered or patch"
     )
+    be.add_argument("--workers", type=int, default=1, help="fits in parallel on a local dask cluster (default 1)")
+    be.add_argument("--scheduler", help="run the fits on an existing dask scheduler (e.g. tcp://127.0.0.1:8786)")
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
     td = sub.add_parser("train-detector", help="train the X-ray annotation network on data-engine cases")
@@ -166,6 +168,11 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("spinedart-demo"), help="output folder (default: %(default)s)")
     demo.add_argument("--no-real-ct", action="store_true", help="plan only the bundled synthetic case")
     demo.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
+    demo.add_argument(
+        "--init",
+        default="gt-noisy",
+        help="gt-noisy (the bundled evidence files: default) or auto (the shipped detector finds landmarks and masks)",
+    )
     return p
 
 
@@ -461,6 +468,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc, geoplan, both or a list: fit,geoplan")
     if args.n is not None and args.n <= 0:
         raise UserError(f"--n {args.n} must be positive", "give e.g. --n 20")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be positive", "give e.g. --workers 2")
+    if args.workers > 1 or args.scheduler:
+        try:
+            import distributed  # noqa: F401
+        except ImportError as exc:
+            raise UserError("--workers and --scheduler need dask", "pip install 'dask[distributed]'") from exc
     check_seed(args.seed)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spinedart" / "bench"
     work = args.work or cache
@@ -480,8 +494,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.render_mode not in ("auto", "layered", "patch"):
         raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
     summary = run_benchmark(
-        args.set, args.n, args.seed, methods, work, out, case, args.init, args.render_mode, args.detector
-    )
+        args.set, args.n, args.seed, methods, work, out, case, args.init, args.render_mode, args.detector,
+        args.workers, args.scheduler,
+    )  # fmt: skip
     s = summary
     print(
         f"{s['set']} ({s['init']}, seed {s['seed']}): {s['n_vertebrae']} fits, {s['n_failed']} failed, "
@@ -529,10 +544,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    _writable_folder(args.out)
-    from .demo import run_demo
+    from .demo import INITS, run_demo
 
-    report = run_demo(args.out, real_ct=not args.no_real_ct)
+    if args.init not in INITS:
+        raise UserError(f"--init {args.init!r} is unknown", "use auto or gt-noisy")
+    if args.init == "auto":
+        from .pipeline import DETECTOR_WEIGHTS
+        from .resources import resources_dir
+
+        if not resources_dir().joinpath(*DETECTOR_WEIGHTS).is_file():
+            raise UserError("no trained detector is installed", "run the demo with --init gt-noisy")
+    _writable_folder(args.out)
+    report = run_demo(args.out, real_ct=not args.no_real_ct, init=args.init)
     if args.json:
         print(json.dumps(report, allow_nan=False))
     return 0

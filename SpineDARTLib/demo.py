@@ -32,6 +32,9 @@ DEMO_LEVELS = ("L1", "L2", "L3")
 REAL_TARGET = "T12"
 REAL_LEVELS = ("T11", "T12", "L1")
 DEMO_REPORT_V1 = "spinedart.demo-report/2"
+INITS = ("auto", "gt-noisy")
+INIT_SAYS = {"auto": "landmarks and masks found by the detector",
+             "gt-noisy": "landmarks and masks from the bundled gt-noisy evidence files"}  # fmt: skip
 
 
 def _evidence_files(case_dir: Path, view_names: list[str], levels: tuple[str, ...], out: Path, seed: int) -> None:
@@ -103,11 +106,16 @@ def _compare(report: dict[str, Any], truth: dict[str, Any]) -> list[dict[str, An
     return rows
 
 
-def _plan_case(name: str, case: Path, xrays: list[Path], levels: tuple[str, ...], out: Path, say) -> dict[str, Any]:
+def _plan_case(
+    name: str, case: Path, xrays: list[Path], levels: tuple[str, ...], out: Path, say, init: str
+) -> dict[str, Any]:
     from .pipeline import PlanRequest, format_table, progress_bar, run_plan
 
-    say(f"\n== {name}: planning {', '.join(levels)} ==")
-    req = PlanRequest(xrays, case / "landmarks.json", case / "masks.npz", None, list(levels), seed=DEMO_SEED)
+    say(f"\n== {name}: planning {', '.join(levels)} ({INIT_SAYS[init]}) ==")
+    if init == "auto":  # nothing but the two X-rays and the levels: the detector finds the rest
+        req = PlanRequest(xrays, None, None, None, list(levels), seed=DEMO_SEED)
+    else:
+        req = PlanRequest(xrays, case / "landmarks.json", case / "masks.npz", None, list(levels), seed=DEMO_SEED)
     report = run_plan(req, out / name, progress_bar if say is print else None)
     truth = json.loads((case / "truth.json").read_text())["vertebrae"]
     errors = _compare(report, truth)
@@ -123,7 +131,7 @@ def _plan_case(name: str, case: Path, xrays: list[Path], levels: tuple[str, ...]
     except Exception as exc:  # noqa: BLE001 - a picture is not worth failing the demo for: say why
         say(f"  (no 3-D snapshot: {exc.__class__.__name__}: {exc})")
     say(f"  outputs: {out / name} (report.json, overlay_a/b.png, snapshot.png, *.vtp/*.stl, *.mrk.json)")
-    return {"case": name, "summary": report["summary"], "ok": report["ok"], "trajectory_errors": errors,
+    return {"case": name, "init": init, "summary": report["summary"], "ok": report["ok"], "trajectory_errors": errors,
             "seconds": report["timings"]["total_s"], "report": f"{name}/report.json", "snapshot": snapshot}  # fmt: skip
 
 
@@ -141,8 +149,15 @@ def _real_ct_case(work: Path) -> tuple[Path, list[Path]]:
     return case, [case / next(v["image"] for v in doc["views"] if v["name"] == n) for n in names]
 
 
-def run_demo(out_dir: str | Path, case_dir: str | Path | None = None, echo: bool = True, real_ct: bool = True):
-    """Plan the bundled case (and the real CT); returns the demo report (also ``OUT/demo-report.json``)."""
+def run_demo(
+    out_dir: str | Path,
+    case_dir: str | Path | None = None,
+    echo: bool = True,
+    real_ct: bool = True,
+    init: str = "gt-noisy",
+):
+    """Plan the bundled case (and the real CT); returns the demo report (also ``OUT/demo-report.json``).
+    ``init``: ``auto`` (the shipped detector on the X-rays) or ``gt-noisy`` (the evidence files)."""
     from .resources import demo_case_dir
 
     t0 = time.perf_counter()
@@ -150,7 +165,9 @@ def run_demo(out_dir: str | Path, case_dir: str | Path | None = None, echo: bool
     out.mkdir(parents=True, exist_ok=True)
     say = print if echo else (lambda *a, **k: None)
     case = Path(case_dir) if case_dir is not None else demo_case_dir()
-    cases = [_plan_case("synthetic", case, [case / "xray_a.png", case / "xray_b.png"], DEMO_LEVELS, out, say)]
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}")
+    cases = [_plan_case("synthetic", case, [case / "xray_a.png", case / "xray_b.png"], DEMO_LEVELS, out, say, init)]
     skipped = None
     if real_ct:
         try:
@@ -161,7 +178,7 @@ def run_demo(out_dir: str | Path, case_dir: str | Path | None = None, echo: bool
         else:
             say("\nrendering the real CT's views (diffdrr, ~1 min)")
             real, xrays = _real_ct_case(out / "work")
-            cases.append(_plan_case("real-ct", real, xrays, REAL_LEVELS, out, say))
+            cases.append(_plan_case("real-ct", real, xrays, REAL_LEVELS, out, say, init))
     report = {
         "schema": DEMO_REPORT_V1,
         "ok": all(c["ok"] for c in cases),

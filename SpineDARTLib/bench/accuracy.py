@@ -59,6 +59,13 @@ def load_views(task: Task) -> tuple[dict[str, Any], list[Any], list[dict[str, An
     return doc, xrays, labels, masks
 
 
+def failed_record(task: Task, method: str, reason: str, seconds: float = 0.0, **extra: Any) -> dict[str, Any]:
+    """The record of a task that produced no mesh (counted with Dice 0 and no plan)."""
+    return {"task": task.key, "case": task.case_id, "level": task.target, "method": method, **extra,
+            "converged": False, "reason": reason, "mesh": False, "seconds": seconds,
+            "plan": {"status": "failed", "cannulas": [], "bipedicular_ab": False}}  # fmt: skip
+
+
 def run_task(
     task: Task,
     method: str,
@@ -98,16 +105,12 @@ def run_task(
     gt = verts[task.target]
     gt_mesh = read_mesh(task.case_dir / gt["mesh"]["path"])
     gt_mesh = (gt_mesh[0], gt_mesh[1])
-    record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": method}
-    if detected is not None:
-        record["detector"] = detected
+    found = {"detector": detected} if detected is not None else {}
+    record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": method, **found}
     t0 = time.perf_counter() - t_load
     if detected is not None and task.target not in evidence_of[0]:
-        why = ev.rejected.get(task.target, "not found in either view")
-        record.update(converged=False, reason=f"detector: {task.target} {why}", mesh=False)
-        record["plan"] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
-        record["seconds"] = time.perf_counter() - t0
-        return record
+        why = f"detector: {task.target} {ev.rejected.get(task.target, 'not found in either view')}"
+        return failed_record(task, method, why, time.perf_counter() - t0, **found)
     i = LEVELS.index(task.target)
     wanted = [task.target] + [lv for lv in LEVELS[max(i - neighbours, 0) : i + neighbours + 1] if lv != task.target]
     projections = [x.projection for x in xrays]
@@ -122,10 +125,8 @@ def run_task(
             init = initialise(model, level, projections, evidence)
         except UserError as exc:
             if level == task.target:
-                record.update(converged=False, reason=f"initialisation failed: {exc.problem}", mesh=False)
-                record["plan"] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
-                record["seconds"] = time.perf_counter() - t0
-                return record
+                why = f"initialisation failed: {exc.problem}"
+                return failed_record(task, method, why, time.perf_counter() - t0, **found)
             continue
         targets.append(FitTarget(level, model, init, evidence, [m.get(level) for m in masks_of]))
     cfg = cfg or FitConfig(method=method, seed=seed)

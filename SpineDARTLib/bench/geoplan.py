@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics import trajectory_errors
-from .accuracy import load_views
+from .accuracy import failed_record, load_views
 from .sets import Task
 
 
@@ -25,14 +25,13 @@ def run_geoplan_task(task: Task, detector) -> dict[str, Any]:
     t0 = time.perf_counter()
     projections = [x.projection for x in xrays]
     ev = auto_evidence(detector, [x.image for x in xrays], projections, task.target)
-    record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": "geoplan",
-                              "mesh": False, "detector": {"anchors": ev.anchors, "found": ev.found}}  # fmt: skip
-    plan: dict[str, Any] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
+    detected = {"anchors": ev.anchors, "found": ev.found}
     if task.target not in ev.paths[0] or task.target not in ev.paths[1]:
-        why = ev.rejected.get(task.target, "not found in either view")
-        record.update(converged=False, reason=f"detector: {task.target} {why}", plan=plan)
-        record["seconds"] = time.perf_counter() - t0
-        return record
+        why = f"detector: {task.target} {ev.rejected.get(task.target, 'not found in either view')}"
+        return failed_record(task, "geoplan", why, time.perf_counter() - t0, detector=detected)
+    record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": "geoplan",
+                              "mesh": False, "detector": detected}  # fmt: skip
+    plan: dict[str, Any] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
     cannulas, missing = geoplan_cannulas([ev.paths[0][task.target], ev.paths[1][task.target]], projections,
                                          task.target)  # fmt: skip
     record["seconds"] = time.perf_counter() - t0

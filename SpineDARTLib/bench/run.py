@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from ..anatomy.levels import LEVELS
 from ..atomic import atomic_write_json
 from ..errors import UserError
 from ..provenance import provenance, sha256_file
-from .accuracy import gt_ceiling, read_records, run_task, write_record
-from .geoplan import run_geoplan_task
+from .accuracy import gt_ceiling, read_records, write_record
+from .distributed import run_units
 from .sets import DEFAULT_N, REAL_CT_TARGETS, Task, check_seed, real_case_dir, synthetic_cases, tasks_of
 
 PROTOCOL = "p1"
@@ -180,11 +179,12 @@ def run_benchmark(
     init: str = "gt-noisy",
     render_mode: str = "auto",
     detector_weights: Path | None = None,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a set and return the protocol's summary object (also written to OUT)."""
-    from ..fit.optimise import FitConfig
-
-    detector, detector_card = None, None
+    """Run (or resume) a set and return the protocol's summary object (also written to OUT).
+    ``workers`` > 1 or a ``scheduler`` address: the fits run on dask.distributed (:mod:`.distributed`)."""
+    detector_card, weights = None, None
     if init == "auto" or "geoplan" in methods:
         from ..nets.detector_train import load_detector
         from ..pipeline import DETECTOR_WEIGHTS
@@ -194,45 +194,38 @@ def run_benchmark(
         if not weights.is_file():
             raise UserError("--init auto and --method geoplan need trained detector weights", "give --detector FILE",
                             weights)  # fmt: skip
-        detector, detector_card = load_detector(weights)
+        detector_card = load_detector(weights)[1]  # checked here, loaded again by each worker
     tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, case)
     if not tasks:
         raise UserError("the set has no vertebra to fit", "check the case's label map and --n")
     rec_path = out / "records.jsonl"
     done = read_records(rec_path)
-    by_method: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
-    total = len(tasks) * len(methods)
-    k = 0
-    for task in tasks:
-        for method in methods:
-            k += 1
-            r = done.get((task.key, method))
-            # Records from before the planner existed have no plan, those of another rasteriser
-            # (before it was recorded: patches), initialisation or detector were made differently:
-            # made again.
-            made_by = (
-                (r or {}).get("render_mode", "patch"),
-                (r or {}).get("init", "gt-noisy"),
-                (r or {}).get("detector_sha"),
-            )
-            uses_detector = init == "auto" or method == "geoplan"
-            wanted = render_mode, init, detector_card["weights_sha256"] if uses_detector else None
-            if r is None or r.get("seed") != seed or "plan" not in r or made_by != wanted:
-                t0 = time.perf_counter()
-                if method == "geoplan":
-                    r = run_geoplan_task(task, detector)
-                else:
-                    cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
-                    r = run_task(task, method, seed, cfg, detector=detector if init == "auto" else None)
-                r["seed"], r["render_mode"], r["init"], r["detector_sha"] = seed, *wanted
-                r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
-                write_record(rec_path, r)
-                print(
-                    f"spinedart bench: {k}/{total} {task.key} {method}: Dice {r.get('dice', 0):.3f} "
-                    f"{'ok' if r['converged'] else 'FAILED (' + r['reason'] + ')'} [{time.perf_counter() - t0:.0f} s]",
-                    file=sys.stderr,
-                )
-            by_method[method].append(r)
+    sha = detector_card["weights_sha256"] if detector_card else None
+
+    def made_as_wanted(r: dict[str, Any] | None, method: str) -> bool:
+        # Records from before the planner existed have no plan; those of another rasteriser (before
+        # it was recorded: patches), initialisation or detector were made differently; those a worker
+        # failed to make are retried.
+        if r is None or r.get("seed") != seed or "plan" not in r or r.get("error"):
+            return False
+        made = r.get("render_mode", "patch"), r.get("init", "gt-noisy"), r.get("detector_sha")
+        return made == (render_mode, init, sha if init == "auto" or method == "geoplan" else None)
+
+    todo = [(t, m) for t in tasks for m in methods if not made_as_wanted(done.get((t.key, m)), m)]
+    weights_arg = str(weights) if detector_card else None
+    runs = run_units(todo, (seed, render_mode, init, weights_arg), workers, scheduler)
+    for k, ((task, method), r) in enumerate(runs, 1):
+        r["seed"], r["render_mode"], r["init"] = seed, render_mode, init
+        r["detector_sha"] = sha if init == "auto" or method == "geoplan" else None
+        r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
+        write_record(rec_path, r)
+        done[(task.key, method)] = r
+        print(
+            f"spinedart bench: {k}/{len(todo)} {task.key} {method}: Dice {r.get('dice', 0):.3f} "
+            f"{'ok' if r['converged'] else 'FAILED (' + r['reason'] + ')'} [{r.get('seconds', 0):.0f} s]",
+            file=sys.stderr,
+        )
+    by_method = {m: [done[(t.key, m)] for t in tasks] for m in methods}
     main = methods[0]
     summary: dict[str, Any] = {
         "protocol": PROTOCOL,

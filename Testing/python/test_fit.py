@@ -265,9 +265,22 @@ def test_surface_distances_of_a_far_mesh_stay_exact_and_bounded():
     assert np.allclose(d[::2], 490.0, atol=0.05) and np.allclose(d[1::2], 290.0, atol=0.05)
 
 
-def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli):
+@pytest.fixture
+def one_torch_thread():
+    """Fits as a dask worker runs them (one torch thread): parallel sums in another order would
+    move a fit's last digits, and its Dice by ~1e-4."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, one_torch_thread):
     """``--case-labels`` with synthetic HU: only the first complete vertebra is rendered and fitted
-    (--n 1), cut vertebrae are listed as skipped, and the GT ceiling is stated."""
+    (--n 1), cut vertebrae are listed as skipped, and the GT ceiling is stated. Then the same run on
+    dask workers, and a unit that fails there."""
     args = ["bench", "--case-labels", small_maps["ts2"], "--hu-from-labels", "--n", "1", "--method", "fit"]
     args += ["--seed", str(SEED), "--work", tmp_path / "w", "--out", tmp_path / "o", "--json"]
     rc, out, err = run_cli(*args)
@@ -285,6 +298,34 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli):
     assert s["dice_mean"] > 0.6, s
     (case,) = (tmp_path / "w").iterdir()
     assert {v["target"] for v in json.loads((case / "case.json").read_text())["views"]} == {"T10"}
+    # The same run on a local dask cluster (2 worker processes, loopback only): the same records, to
+    # the last digit.
+    dask_args = [a if a != tmp_path / "o" else tmp_path / "o-dask" for a in args] + ["--workers", "2"]
+    rc, out, err = run_cli(*dask_args)
+    assert rc == 0, err
+    lines = (tmp_path / "o-dask" / "records.jsonl").read_text().splitlines()
+    recs_dask = {r["task"]: r for r in map(json.loads, lines)}
+    assert sorted(recs_dask) == sorted(r["task"] for r in recs)
+    for r in recs:
+        d = recs_dask[r["task"]]
+        assert (d["converged"], d["reason"]) == (r["converged"], r["reason"])
+        for k in ("dice", "assd", "entry_err_mm", "angle_err_deg", "iterations"):
+            assert d[k] == r[k], k
+    # A unit that fails on a worker (its view file gone) is a failed record marked as an error and
+    # the rest of the run goes on; the next resume runs it again.
+    view = sorted((case / "views").glob("*.tif"))[0]
+    moved = view.with_suffix(".bak")
+    view.rename(moved)
+    err_args = [a if a != tmp_path / "o" else tmp_path / "o-err" for a in args] + ["--workers", "2"]
+    rc, out, err = run_cli(*err_args)
+    assert rc == 0, err
+    errs = [json.loads(x) for x in (tmp_path / "o-err" / "records.jsonl").read_text().splitlines()]
+    bad = [r for r in errs if r.get("error")]
+    assert bad and all(r["reason"].startswith("error: ") and "file not found" in r["reason"] for r in bad), bad
+    assert len(errs) == len(recs) and any(not r.get("error") for r in errs)
+    moved.rename(view)
+    rc, out, err = run_cli(*err_args)
+    assert rc == 0 and err.count("spinedart bench: ") == len(bad), err
     # --init auto on the same (cached) case: the evidence comes from the detector. An untrained one
     # finds nothing, and each fit is reported failed with the detector's reason (wiring, not accuracy).
     from SpineDARTLib.nets.detector import DetectorConfig

@@ -1,0 +1,100 @@
+"""Benchmark units (one task × one method) and running them serially or on ``dask.distributed``.
+
+A unit is a top-level function of plain arguments (the task, the method, the seed, the detector
+weights' path), so a worker process can run it: the detector is loaded once per process. On a
+cluster each worker runs one unit at a time on one torch thread (the fits are what is parallel).
+The default cluster is local, bound to 127.0.0.1, without a dashboard; ``scheduler`` joins an
+existing one. Records come back as units finish and the caller writes each at once, so a stopped
+run keeps them; a unit whose worker died (dask retries it on another first) or that raised comes
+back as a failed record marked ``error`` — reported, and run again by the next resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .sets import Task
+
+Unit = tuple[Task, str]  # (task, method)
+CONNECT_TIMEOUT_S = 10
+
+
+@lru_cache(maxsize=2)
+def _detector(weights: str):
+    from ..nets.detector_train import load_detector
+
+    return load_detector(Path(weights))[0]
+
+
+def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, weights: str | None,
+             threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """One task's record by one method (``fit``, ``ncc`` or ``geoplan``)."""
+    import torch
+
+    from ..fit.optimise import FitConfig
+    from .accuracy import run_task
+    from .geoplan import run_geoplan_task
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    detector = _detector(weights) if weights else None
+    if method == "geoplan":
+        return run_geoplan_task(task, detector)
+    cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
+    return run_task(task, method, seed, cfg, detector=detector if init == "auto" else None)
+
+
+def run_units(
+    units: list[Unit], args: tuple, workers: int = 1, scheduler: str | None = None
+) -> Iterator[tuple[Unit, dict[str, Any]]]:
+    """(unit, record) as each unit finishes: in order in this process when ``workers`` is 1 and no
+    scheduler is given, else on dask workers (finishing order). ``args``: run_unit's after the method."""
+    if workers <= 1 and scheduler is None:
+        for unit in units:
+            try:
+                record = run_unit(*unit, *args)
+            except Exception as exc:  # noqa: BLE001 - as on a cluster: a failed record, the run goes on
+                record = _error_record(unit, exc)
+            yield unit, record
+        return
+    yield from _on_dask(units, args, workers, scheduler)
+
+
+def _error_record(unit: Unit, exc: BaseException) -> dict[str, Any]:
+    from .accuracy import failed_record
+
+    why = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+    return failed_record(*unit, f"error: {why}", error=True)
+
+
+def _on_dask(units: list[Unit], args: tuple, workers: int, scheduler: str | None):
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)  # fmt: skip
+    try:
+        client = Client(cluster if cluster is not None else scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise UserError(f"cannot reach the dask scheduler {scheduler!r} ({exc.__class__.__name__})",
+                        "start it (dask scheduler) or drop --scheduler") from exc  # fmt: skip
+    try:
+        futures = {client.submit(run_unit, *unit, *args, 1, pure=False): unit for unit in units}
+        for fut in as_completed(futures):
+            unit = futures[fut]
+            try:
+                record = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a failed unit (or a worker that died) is a failed record
+                record = _error_record(unit, exc)
+            yield unit, record
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
