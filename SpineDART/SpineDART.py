@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import pathlib
 import tempfile
+from typing import Annotated
 
 import qt
 import slicer
@@ -17,7 +18,7 @@ import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -81,7 +82,8 @@ class SpineDARTParameterNode:
     targetLevels, gauge - levels to plan ("L1-L3"; empty: all marked) and cannula gauge (empty: by level).
     marginMm - how far inside the fitted cortex a safe cannula's wall must stay.
     landmarksPath, masksPath - 2-D evidence files; usePlacedPoints, pointsA, pointsB - points placed
-        by the user instead ("<level> <landmark>" labels). workerPython - the background Python.
+        by the user instead ("<level> <landmark>" labels). workerPython - the background Python;
+        device - where it fits: auto (a CUDA GPU when that Python has one), cpu or gpu.
     """
 
     xrayAPath: pathlib.Path
@@ -99,6 +101,7 @@ class SpineDARTParameterNode:
     pointsA: vtkMRMLMarkupsFiducialNode
     pointsB: vtkMRMLMarkupsFiducialNode
     workerPython: pathlib.Path
+    device: Annotated[str, Choice(["auto", "cpu", "gpu"])] = "auto"
 
 
 #
@@ -526,7 +529,7 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         points = [p.pointsA, p.pointsB] if p.usePlacedPoints else None
         job = mrml_plan.plan_job(
             [p.xrayAVolume, p.xrayBVolume], jobDir, outDir or jobDir / "plan", p.targetLevels, p.gauge, p.marginMm,
-            optionalPath(p.landmarksPath), optionalPath(p.masksPath), points,
+            optionalPath(p.landmarksPath), optionalPath(p.masksPath), points, p.device,
         )  # fmt: skip
         python = optionalPath(p.workerPython)
         return WorkerClient(job, python=str(python) if python else None, workdir=jobDir).start()

@@ -159,6 +159,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--masks", type=Path, help="instance masks (.npz of view<i>_<level> arrays), optional")
     pl.add_argument("--levels", help="levels to plan, e.g. L1-L3 (default: every level marked in both views)")
     pl.add_argument("--gauge", type=int, help="cannula gauge for every level: 11, 13 or 15 (default by level)")
+    pl.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, default), cpu or gpu")
     pl.add_argument("--margin", type=float, default=1.0, help="safety margin inside the cortex, mm (default 1)")
     pl.add_argument("--seed", type=int, default=0, help="fit restarts' seed (default 0)")
     pl.add_argument("--out", type=Path, help="output folder")
@@ -531,10 +532,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if not (0.0 <= args.margin <= 5.0) or args.margin != args.margin:
         raise UserError(f"--margin {args.margin} mm is out of range", "give 0-5 mm")
     _writable_folder(args.out)
+    from .devices import resolve_device
     from .pipeline import PlanRequest, format_table, progress_bar, run_plan
 
+    resolve_device(args.device)
     req = PlanRequest(args.xray, args.landmarks, args.masks, args.geometry, levels, args.gauge, args.margin, args.seed,
-                      args.detector)  # fmt: skip
+                      args.detector, args.device)  # fmt: skip
     report = run_plan(req, args.out, progress_bar)
     print(format_table(report))
     print(f"wrote {args.out / 'report.json'}, meshes, markups and overlays into {args.out}")

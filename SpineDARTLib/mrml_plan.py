@@ -222,12 +222,14 @@ def plan_job(
     landmarks_path: str | Path | None = None,
     masks_path: str | Path | None = None,
     point_lists: list[Any] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """A worker job (:mod:`SpineDARTLib.worker`) for the two loaded X-ray nodes: the X-rays are
     written with their geometry into ``job_dir`` (whatever they were loaded from), the landmarks come
     from a file, from point lists placed on the X-rays, or (neither given) from the detector in the
     worker. Refuses what the plan would refuse, early."""
     from .anatomy.levels import parse_levels
+    from .devices import resolve_device
     from .fit.landmarks2d import read_landmarks_2d, write_landmarks_2d
     from .xray import write_xray
 
@@ -248,6 +250,7 @@ def plan_job(
     else:
         lm_path = None  # automatic: the worker runs the detector (and says so when none is installed)
     gauge_value = None if gauge in ("", "by level") else int(gauge)
+    resolve_device(device)  # a GPU asked for where there is none: refused here, not in the worker
     return {
         "xrays": xrays,
         "landmarks": str(lm_path) if lm_path else None,
@@ -255,6 +258,7 @@ def plan_job(
         "levels": parse_levels(levels) if levels.strip() else None,
         "gauge": gauge_value,
         "margin_mm": float(margin_mm),
+        "device": device,
         "out": str(out_dir),
     }
 

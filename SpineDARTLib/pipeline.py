@@ -18,6 +18,7 @@ from typing import Any
 from .anatomy.landmarks import LANDMARKS as LANDMARK_NAMES
 from .anatomy.levels import LEVELS
 from .atomic import atomic_write_json
+from .devices import resolve_device
 from .errors import UserError
 from .geometry.multiview import view_pair_check
 from .plan import SAFETY_MARGIN_MM, Bone, VertebraPlan, plan_vertebra
@@ -39,6 +40,7 @@ class PlanRequest:
     margin_mm: float = SAFETY_MARGIN_MM
     seed: int = 0
     detector: Path | None = None  # weights for automatic evidence (default: the shipped ones)
+    device: str = "auto"  # auto, cpu or gpu (devices.resolve_device)
 
 
 def _levels(req: PlanRequest, evidence_views: list[dict[str, Any]]) -> list[str]:
@@ -71,7 +73,7 @@ def _sidecars(xrays) -> list[Path]:
 DETECTOR_WEIGHTS = ("models", "detector.safetensors")
 
 
-def _detect(req: PlanRequest, xrays) -> dict[str, Any]:
+def _detect(req: PlanRequest, xrays, device: str) -> dict[str, Any]:
     """Automatic evidence: the annotation network on both views, matched across them."""
     from .nets.auto import auto_evidence
     from .nets.detector_train import load_detector
@@ -85,6 +87,7 @@ def _detect(req: PlanRequest, xrays) -> dict[str, Any]:
             weights,
         )
     model, card = load_detector(weights)
+    model.to(device)
     target = req.levels[0] if req.levels else None
     ev = auto_evidence(model, [x.image for x in xrays], [x.projection for x in xrays], target)
     for i, (found, path) in enumerate(zip(ev.found, req.xrays, strict=True)):
@@ -122,9 +125,10 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
     xrays = [read_xray(p, g) for p, g in zip(req.xrays, geoms, strict=True)]
     projections = [x.projection for x in xrays]
     angle, angle_warning = view_pair_check(*projections)
+    device = resolve_device(req.device)
     detected = None
     if req.landmarks is None:
-        detected = _detect(req, xrays)
+        detected = _detect(req, xrays, device)
         lm, masks = detected["evidence"].landmarks, detected["evidence"].masks
     else:
         lm = read_landmarks_2d(req.landmarks, n_views=2)
@@ -148,7 +152,7 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
 
     say(0.1, f"read 2 X-rays, initialised {', '.join(levels)}; fitting them jointly on both views")
     t = time.perf_counter()
-    cfg = fit_config or FitConfig(seed=req.seed)
+    cfg = fit_config or FitConfig(seed=req.seed, device=device)
     views = [FitView(x.projection, x.image) for x in xrays]
     results = fit(targets, views, cfg, progress=lambda f, m: say(0.15 + 0.6 * f, f"fitting: {m}"))
     timings["fit_s"] = time.perf_counter() - t
@@ -192,6 +196,7 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
             **({"detector": detected["summary"]} if detected else {}),
         },
         "safety_margin_mm": req.margin_mm,
+        "device": cfg.device,
         "vertebrae": [
             {
                 **p.to_dict(),

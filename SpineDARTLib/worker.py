@@ -66,6 +66,7 @@ def run_job(job_path: str | Path) -> int:
             gauge=job.get("gauge"),
             margin_mm=float(job.get("margin_mm", 1.0)),
             seed=int(job.get("seed", 0)),
+            device=job.get("device", "auto"),
         )
         out = Path(job["out"])
         report = run_plan(req, out, lambda f, m: _emit("progress", fraction=round(float(f), 3), message=m))

@@ -96,6 +96,7 @@ class FitConfig:
     # blur ("layered"), 1.5–2× faster than patches at 256² for the same image (BENCHMARKS.md).
     render_mode: str = "auto"
     seed: int = 0
+    device: str = "cpu"  # a torch device: "cpu" or "cuda" (see devices.resolve_device)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -135,9 +136,9 @@ class FitResult:
         }
 
 
-def _pool(a: np.ndarray, size: int) -> torch.Tensor:
+def _pool(a: np.ndarray, size: int, device=None) -> torch.Tensor:
     """Area-average an (H, W) array to (size, size) (block means when H, W are multiples of size)."""
-    t = torch.as_tensor(np.asarray(a, np.float32))[None, None]
+    t = torch.as_tensor(np.asarray(a, np.float32), device=device)[None, None]
     h, w = a.shape
     if h % size == 0 and w % size == 0:
         return torch.nn.functional.avg_pool2d(t, (h // size, w // size))[0, 0]
@@ -160,19 +161,24 @@ class _Problem:
         background: torch.Tensor | None = None,
     ) -> None:
         self.cfg, self.stage = cfg, stage
+        self.device = dev = torch.device(cfg.device)
+        f32 = {"dtype": torch.float32, "device": dev}
         self.background = background  # (V, H, W): instances held fixed in this stage, drawn once
-        self.solids = [Solid(t.model, stage.cell_mm) for t in targets]
-        self.index = torch.cat([torch.full((len(s),), i, dtype=torch.int64) for i, s in enumerate(self.solids)])
-        self.variance = torch.cat([torch.full((len(s),), s.variance) for s in self.solids])
+        self.solids = [Solid(t.model, stage.cell_mm, device=dev) for t in targets]
+        self.index = torch.cat(
+            [torch.full((len(s),), i, dtype=torch.int64, device=dev) for i, s in enumerate(self.solids)]
+        )
+        self.variance = torch.cat([torch.full((len(s),), s.variance, **f32) for s in self.solids])
         self.mass = torch.cat([s.mass for s in self.solids])
         size = stage.size
         self.projections = [v.projection.resized((size, size)) for v in views]
-        self.P = torch.as_tensor(np.stack([p.P for p in self.projections]), dtype=torch.float32)
-        self.images = [_pool(v.image, size) for v in views]
+        self.P = torch.as_tensor(np.stack([p.P for p in self.projections]), **f32)
+        self.images = [_pool(v.image, size, dev) for v in views]
         # Silhouettes are compared with area fractions of the masks at the fitting resolution.
-        self.masks = [[None if m is None else _pool(m.astype(np.float32), size) for m in t.masks] for t in targets]
+        self.masks = [[None if m is None else _pool(m.astype(np.float32), size, dev) for m in t.masks]
+                      for t in targets]  # fmt: skip
         # Landmarks stay in full-resolution pixels, scaled by their noise there.
-        self.full_P = [torch.tensor(np.array(v.projection.P), dtype=torch.float32) for v in views]
+        self.full_P = [torch.tensor(np.array(v.projection.P), **f32) for v in views]
         self.lm_sigma_px = [cfg.landmark_noise_mm / float(np.mean(v.projection.pixel_spacing_mm)) for v in views]
         names = [n for n in targets[0].model.annotation_names[:LANDMARK_COUNT]]
         self.landmarks = []  # per target, per view: (indices, observed uv)
@@ -180,13 +186,12 @@ class _Problem:
             per_view = []
             for ev in t.evidence:
                 keys = [n for n in names if n in ev.landmarks]
-                idx = torch.as_tensor([names.index(n) for n in keys], dtype=torch.int64)
-                uv = torch.as_tensor(np.array([ev.landmarks[n] for n in keys]).reshape(-1, 2), dtype=torch.float32)
+                idx = torch.as_tensor([names.index(n) for n in keys], dtype=torch.int64, device=dev)
+                uv = torch.as_tensor(np.array([ev.landmarks[n] for n in keys]).reshape(-1, 2), **f32)
                 per_view.append((idx, uv))
             self.landmarks.append(per_view)
         self.b_level = [
-            torch.as_tensor(t.model.level_mean_coeffs.get(t.level, np.zeros(t.model.n_modes)), dtype=torch.float32)
-            for t in targets
+            torch.as_tensor(t.model.level_mean_coeffs.get(t.level, np.zeros(t.model.n_modes)), **f32) for t in targets
         ]
         self.renderer = SplatRenderer(mode=cfg.render_mode)
         self.roi = None
@@ -194,7 +199,7 @@ class _Problem:
     def render_fixed(self, states: list[dict[str, np.ndarray]]) -> torch.Tensor:
         """The image (V, H, W) of instances in ``states``, without gradients."""
         with torch.no_grad():
-            params = _params(states)
+            params = _params(states, self.device)
             means = torch.cat([s.place(p["b"], p["r"], p["t"])[0] for s, p in zip(self.solids, params, strict=True)])
             size = self.stage.size
             res = self.renderer.render(means, self.variance, self.mass, self.P, (size, size), self.index, len(params))
@@ -207,12 +212,12 @@ class _Problem:
             pts = torch.cat([s.place(p["b"], p["r"], p["t"])[0] for s, p in zip(self.solids, params, strict=True)])
         self.roi = []
         for proj in self.projections:
-            uv = proj.project(pts.double().numpy())
+            uv = proj.project(pts.double().cpu().numpy())
             m = self.cfg.roi_margin_mm / float(np.mean(proj.pixel_spacing_mm))
             w, h = proj.image_size
             lo = np.floor(uv.min(0) - m).clip(0, [w - 1, h - 1]).astype(int)
             hi = np.ceil(uv.max(0) + m).clip(0, [w - 1, h - 1]).astype(int)
-            r = torch.zeros((h, w))
+            r = torch.zeros((h, w), device=self.device)
             r[lo[1] : hi[1] + 1, lo[0] : hi[0] + 1] = 1.0
             self.roi.append(r)
 
@@ -239,7 +244,7 @@ class _Problem:
                 for v, m in enumerate(masks)
                 if m is not None
             ]
-            terms["mask"] = torch.stack(dice).mean() if dice else torch.zeros(())
+            terms["mask"] = torch.stack(dice).mean() if dice else torch.zeros((), device=self.device)
             lm = []
             for (_, ann), per_view in zip(placed, self.landmarks, strict=True):
                 for v, (idx, uv) in enumerate(per_view):
@@ -249,7 +254,7 @@ class _Problem:
                     h = ann[idx] @ P[:, :3].T + P[:, 3]
                     pred = h[:, :2] / h[:, 2:3]
                     lm.append(_cauchy(((pred - uv) ** 2).sum(-1) / self.lm_sigma_px[v] ** 2))
-            terms["landmarks"] = torch.cat(lm).mean() if lm else torch.zeros(())
+            terms["landmarks"] = torch.cat(lm).mean() if lm else torch.zeros((), device=self.device)
             terms["image"] = torch.stack(
                 [1 - gradient_correlation(img[v], self.images[v], self.roi[v]) for v in range(len(self.images))]
             ).mean()
@@ -262,14 +267,15 @@ class _Problem:
         return total, {k: float(v.detach()) for k, v in terms.items()}, res
 
 
-def _params(states: list[dict[str, np.ndarray]]) -> list[dict[str, torch.Tensor]]:
+def _params(states: list[dict[str, np.ndarray]], device) -> list[dict[str, torch.Tensor]]:
     return [
-        {k: torch.tensor(np.asarray(s[k], np.float32), requires_grad=True) for k in ("b", "r", "t")} for s in states
+        {k: torch.tensor(np.asarray(s[k], np.float32), requires_grad=True, device=device) for k in ("b", "r", "t")}
+        for s in states
     ]
 
 
 def _state(params: list[dict[str, torch.Tensor]]) -> list[dict[str, np.ndarray]]:
-    return [{k: p[k].detach().numpy().astype(np.float64).copy() for k in p} for p in params]
+    return [{k: p[k].detach().cpu().numpy().astype(np.float64).copy() for k in p} for p in params]
 
 
 def _run_stage(
@@ -278,7 +284,7 @@ def _run_stage(
     """Adam on every instance's pose and first ``n_modes`` coefficients, learning rates decaying
     linearly to 10 %; the best state seen is returned (with its loss and the iterations run)."""
     cfg = prob.cfg
-    params = _params(states)
+    params = _params(states, prob.device)
     groups = []
     for p in params:
         groups += [{"params": [p["t"]], "lr": cfg.lr_mm}, {"params": [p["r"]], "lr": cfg.lr_rad}]
@@ -286,7 +292,7 @@ def _run_stage(
     opt = torch.optim.Adam(groups)
     base = [g["lr"] for g in opt.param_groups]
     best, best_loss, since = _state(params), math.inf, 0
-    starts = [torch.as_tensor(np.asarray(st["t"], np.float32)) for st in states]
+    starts = [torch.as_tensor(np.asarray(st["t"], np.float32), device=prob.device) for st in states]
     it = 0
     for it in range(1, iterations + 1):
         opt.zero_grad()
@@ -352,7 +358,7 @@ def _verdict(
     cfg = prob.cfg
     out = []
     with torch.no_grad():
-        params = _params(states)
+        params = _params(states, prob.device)
         _, _, res = prob.loss(params)
         sil = res.silhouettes(cfg.kappa)
     for i, (t, s) in enumerate(zip(targets, states, strict=True)):
@@ -403,6 +409,8 @@ def fit(
     help explain the image and are not refined in the last stage. ``progress(fraction, message)``
     is called as the stages start."""
     cfg = cfg or FitConfig()
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"fit device {cfg.device!r}: no CUDA GPU is available to this Python", "fit on the cpu")
     if len(views) != 2:
         raise UserError(f"{len(views)} views given", "give two X-rays (two views) to fit")
     if not targets:
@@ -429,7 +437,7 @@ def fit(
             background = held.render_fixed([states[i] for i in fixed])
         prob = _Problem([targets[i] for i in active], views, stage, cfg, background)
         sub = [states[i] for i in active]
-        prob.set_roi(_params(sub))
+        prob.set_roi(_params(sub, prob.device))
         if k == 0 and cfg.restarts > 1:
             candidates = [sub] + [_perturbed(sub, rng, cfg) for _ in range(cfg.restarts - 1)]
             tried = []
@@ -444,7 +452,7 @@ def fit(
             states[i] = st
     if fixed:  # the verdict sees every instance drawn together, at the last stage's resolution
         prob = _Problem(targets, views, cfg.stages[-1], cfg)
-    prob.set_roi(_params(states))
+    prob.set_roi(_params(states, prob.device))
     verdicts = _verdict(prob, states, targets, views)
     seconds = time.perf_counter() - t0
     return [

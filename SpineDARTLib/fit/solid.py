@@ -23,7 +23,9 @@ class Solid:
     """Torch views of one model's render points (optionally merged into ``cell_mm`` cells) and its
     annotation points; :meth:`place` gives both for coefficients and a pose."""
 
-    def __init__(self, model: ShapeModel, cell_mm: float | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, model: ShapeModel, cell_mm: float | None = None, dtype: torch.dtype = torch.float32, device=None
+    ) -> None:
         spacing = float(model.card.get("interior_spacing_mm", 1.5))
         sl = model.interior_slice
         mean, modes = model.mean[sl], model.modes[:, sl]
@@ -49,14 +51,15 @@ class Solid:
         self.model = model
         self.spacing_mm = spacing
         self.variance = (SIGMA_PER_SPACING * spacing) ** 2
-        std = torch.as_tensor(model.std, dtype=dtype)
-        self.mean = torch.as_tensor(mean, dtype=dtype)
-        self.modes = torch.as_tensor(modes, dtype=dtype) * std[:, None, None]  # mm per σ
-        self.mass = torch.as_tensor(mass, dtype=dtype)
+        kw = {"dtype": dtype, "device": device}
+        std = torch.as_tensor(model.std, **kw)
+        self.mean = torch.as_tensor(mean, **kw)
+        self.modes = torch.as_tensor(modes, **kw) * std[:, None, None]  # mm per σ
+        self.mass = torch.as_tensor(mass, **kw)
         an = model.annotation_slice
-        self.ann_mean = torch.as_tensor(model.mean[an], dtype=dtype)
-        self.ann_modes = torch.as_tensor(model.modes[:, an], dtype=dtype) * std[:, None, None]
-        self.centre = torch.as_tensor(model.centre, dtype=dtype)
+        self.ann_mean = torch.as_tensor(model.mean[an], **kw)
+        self.ann_modes = torch.as_tensor(model.modes[:, an], **kw) * std[:, None, None]
+        self.centre = torch.as_tensor(model.centre, **kw)
 
     def __len__(self) -> int:
         return self.mean.shape[0]

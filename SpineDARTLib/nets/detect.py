@@ -63,7 +63,8 @@ def detect(model: Detector, image: np.ndarray, centre_threshold: float = CENTRE_
     s = float(cfg.stride)
     h, w = image.shape
     x, box = letterbox(image, cfg.image_size)
-    out = {k: v[0] for k, v in model(torch.from_numpy(x)[None, None]).items()}
+    device = next(model.parameters(), torch.zeros(())).device
+    out = {k: v[0].cpu() for k, v in model(torch.from_numpy(x)[None, None].to(device)).items()}
     centre_heat = torch.sigmoid(out["centre"][0])
     found = _peaks(centre_heat, centre_threshold, MAX_VERTEBRAE)
     if not found:

@@ -18,6 +18,7 @@ import re
 import sys
 import tomllib
 import types
+import typing
 import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -591,9 +592,23 @@ def _stand_in_modules(slicer) -> dict[str, types.ModuleType]:
         def delayDisplay(self, message, msec=None):  # noqa: N802 - Slicer's API name
             pass
 
+    class Choice:
+        def __init__(self, choices):
+            self.choices = list(choices)
+
     def parameterNodeWrapper(cls):  # noqa: N802 - Slicer's API name
-        """Typed access to a vtkMRMLScriptedModuleNode, as Slicer's wrapper gives (subset)."""
-        fields = dict(cls.__annotations__)
+        """Typed access to a vtkMRMLScriptedModuleNode, as Slicer's wrapper gives (subset): an
+        Annotated field is its base type (a Choice is checked), an unset one reads its default."""
+        fields, choices, defaults = {}, {}, {}
+        for name, annotation in cls.__annotations__.items():
+            if typing.get_origin(annotation) is typing.Annotated:
+                annotation, *extras = typing.get_args(annotation)
+                for extra in extras:
+                    if isinstance(extra, Choice):
+                        choices[name] = extra.choices
+            fields[name] = annotation
+            if name in cls.__dict__:
+                defaults[name] = cls.__dict__[name]
 
         def is_node(annotation):
             return isinstance(annotation, type) and issubclass(annotation, slicer.vtkMRMLNode)
@@ -607,6 +622,8 @@ def _stand_in_modules(slicer) -> dict[str, types.ModuleType]:
                     raise AttributeError(name)
                 if is_node(fields[name]):
                     return self.parameterNode.GetNodeReference(name)
+                if name not in self.parameterNode.GetParameterNames():
+                    return defaults.get(name, fields[name]())
                 return fields[name](self.parameterNode.GetParameter(name))
 
             def __setattr__(self, name, value):
@@ -617,6 +634,8 @@ def _stand_in_modules(slicer) -> dict[str, types.ModuleType]:
                         raise TypeError(f"{name} must be a {fields[name].__name__}")
                     self.parameterNode.SetNodeReferenceID(name, value.GetID() if value else None)
                 else:
+                    if name in choices and value not in choices[name]:
+                        raise ValueError(f"{name} must be one of {choices[name]}")
                     self.parameterNode.SetParameter(name, str(fields[name](value)))
 
             def StartModify(self):  # noqa: N802 - Slicer's API name
@@ -635,6 +654,7 @@ def _stand_in_modules(slicer) -> dict[str, types.ModuleType]:
     scripted.ScriptedLoadableModuleTest = ScriptedLoadableModuleTest
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
     wrapper.parameterNodeWrapper = parameterNodeWrapper
+    wrapper.Choice = Choice
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text

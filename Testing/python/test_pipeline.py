@@ -7,11 +7,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from SpineDARTLib.resources import demo_case_dir
 from SpineDARTLib.schemas import PLAN_REPORT_V1, load_json
 
 CASE = demo_case_dir()
+CUDA = torch.cuda.is_available()
 XRAYS = ["--xray", CASE / "xray_a.png", "--xray", CASE / "xray_b.png"]
 EVIDENCE = ["--landmarks", CASE / "landmarks.json", "--masks", CASE / "masks.npz"]
 
@@ -48,6 +50,7 @@ def test_plan_writes_a_valid_report_and_matches_the_truth(planned):
         e = trajectory_errors({c["side"]: {"entry": c["entry_ras_mm"], "target": c["target_ras_mm"]}},
                               {c["side"]: truth[c["side"]]})  # fmt: skip
         assert e["entry_err_mm"] < 4.0 and e["target_err_mm"] < 4.0 and e["angle_err_deg"] < 5.0, e
+    assert report["device"] == ("cuda" if CUDA else "cpu")  # --device auto
     prov = report["provenance"]
     assert len(prov["inputs"]) == 6 and all(len(i["sha256"]) == 64 for i in prov["inputs"])
     assert prov["models"]["ssm L1-L5"] and set(report["timings"]) >= {"fit_s", "plan_s", "total_s"}
@@ -141,6 +144,12 @@ def _bad_masks(tmp_path):
         (lambda t: [*XRAYS, *EVIDENCE, "--gauge", "12"], "--gauge 12"),
         (lambda t: ["--xray", CASE / "xray_a.png", "--xray", CASE / "xray_a.png", *EVIDENCE], "deg apart"),
         (lambda t: [*XRAYS, "--landmarks", CASE / "missing.json"], "file not found"),
+        (lambda t: [*XRAYS, *EVIDENCE, "--device", "tpu"], "device 'tpu' is unknown"),
+        pytest.param(
+            lambda t: [*XRAYS, *EVIDENCE, "--device", "gpu"],
+            "no CUDA GPU",
+            marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA"),
+        ),  # fmt: skip
     ],
 )
 def test_plan_bad_input_gets_one_line(tmp_path, run_cli, args, match):
@@ -171,3 +180,15 @@ def test_snapshot_draws_the_vertebra_and_its_cannulas(planned, tmp_path):
     green = (left[:, :, 1] > left[:, :, 0] + 40) & (left[:, :, 1] > left[:, :, 2] + 40)
     bone = (left.min(axis=2) > 90) & (np.ptp(left, axis=2) < 60)
     assert green.sum() > 100 and bone.sum() > 2000
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (none on this machine): the GPU fit is compared with the CPU's")
+def test_plan_on_the_gpu_matches_the_cpu(planned, tmp_path, run_cli):
+    rc, out, err = run_cli("plan", *XRAYS, *EVIDENCE, "--levels", "L2", "--device", "gpu", "--out", tmp_path, "--json")
+    assert rc == 0, err
+    gpu = json.loads(out.strip().splitlines()[-1])
+    cpu = load_json(planned[3] / "report.json", PLAN_REPORT_V1)
+    assert gpu["device"] == "cuda" and gpu["summary"] == cpu["summary"]
+    for a, b in zip(gpu["vertebrae"][0]["cannulas"], cpu["vertebrae"][0]["cannulas"], strict=True):
+        assert np.linalg.norm(np.subtract(a["entry_ras_mm"], b["entry_ras_mm"])) < 0.5
+        assert np.linalg.norm(np.subtract(a["target_ras_mm"], b["target_ras_mm"])) < 0.5

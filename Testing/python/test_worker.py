@@ -9,12 +9,14 @@ import signal
 import time
 
 import pytest
+import torch
 
 from SpineDARTLib.resources import demo_case_dir
 from SpineDARTLib.schemas import PLAN_REPORT_V1, load_json
 from SpineDARTLib.worker import PROTOCOL, WorkerClient
 
 CASE = demo_case_dir()
+CUDA = torch.cuda.is_available()
 
 
 def _job(out, **extra):
@@ -84,6 +86,8 @@ def test_worker_crash(tmp_path):
         ({"xrays": [str(CASE / "xray_a.png")]}, "1 X-ray(s) given"),
         ({"levels": ["T4"]}, "T4 not marked in both views"),
         ({"landmarks": None}, "no trained detector is installed"),
+        ({"device": "tpu"}, "device 'tpu' is unknown"),
+        pytest.param({"device": "gpu"}, "no CUDA GPU", marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA")),
     ],
 )
 def test_worker_refuses_a_bad_job(tmp_path, job, match):
