@@ -72,11 +72,17 @@ def evaluate_view(model, case_dir: Path, view: dict, degraded: bool, target: str
             if t["landmarks"][n]["in_fov"]:
                 errs.append(float(np.linalg.norm(np.array(t["landmarks"][n]["uv"]) - f.landmarks[n]) * mm))
                 confs.append(f.confidence[n])
+        path_errs = [
+            float(np.linalg.norm(np.array(pt["uv"]) - f.paths[side][name]) * mm)
+            for side, sp in (t.get("trajectories") or {}).items()
+            for name, pt in sp.items()
+            if name in ("entry", "target") and pt["in_fov"] and side in f.paths
+        ]
         gt_mask = masks[t["mask_index"]]
         pred = f.mask > 0.5
         dice = 2 * float((pred & gt_mask).sum()) / max(1.0, float(pred.sum() + gt_mask.sum()))
         rec["matched"].append({
-            "level": t["level"], "errors_mm": errs, "confidences": confs, "mask_dice": dice,
+            "level": t["level"], "errors_mm": errs, "confidences": confs, "mask_dice": dice, "path_errors_mm": path_errs,
             "level_no_anchor": levels["none"][1][fi], "anchor_no_anchor": levels["none"][0],
             "level_target_anchor": levels["target"][1][fi],
         })  # fmt: skip
@@ -100,6 +106,12 @@ def evaluate(model, data: Path, split: str = "all", limit: int | None = None) ->
                 if limit and len(records) >= limit:
                     return summarise(records)
     return summarise(records)
+
+
+def _stats(x: list[float]) -> dict[str, float] | None:
+    if not x:
+        return None
+    return {"mean": float(np.mean(x)), "median": float(np.median(x)), "p90": float(np.percentile(x, 90))}
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -129,6 +141,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "instance_precision": len(matched) / n_found if n_found else None,
         "landmarks": curve,
         "mask_dice_mean": float(np.mean([m["mask_dice"] for m in matched])) if matched else None,
+        # the 2D-GeoPlan head: cannula entry/target points in the view, mm at the detector
+        "path_error_mm": _stats([e for m in matched for e in m.get("path_errors_mm", [])]),
         "level_accuracy_no_anchor": acc("level_no_anchor"),
         "level_accuracy_target_anchor": acc("level_target_anchor"),
         "no_anchor_kinds": {k: sum(m["anchor_no_anchor"] == k for m in matched) for k in ("ribs", "guess")},
