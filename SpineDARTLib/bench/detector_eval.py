@@ -82,7 +82,8 @@ def evaluate_view(model, case_dir: Path, view: dict, degraded: bool, target: str
         pred = f.mask > 0.5
         dice = 2 * float((pred & gt_mask).sum()) / max(1.0, float(pred.sum() + gt_mask.sum()))
         rec["matched"].append({
-            "level": t["level"], "errors_mm": errs, "confidences": confs, "mask_dice": dice, "path_errors_mm": path_errs,
+            "level": t["level"], "errors_mm": errs, "confidences": confs, "mask_dice": dice,
+            "path_errors_mm": path_errs,
             "level_no_anchor": levels["none"][1][fi], "anchor_no_anchor": levels["none"][0],
             "level_target_anchor": levels["target"][1][fi],
         })  # fmt: skip
