@@ -10,8 +10,10 @@ must not take the scene down. The child and the client speak JSON lines on the c
   cannulas' flags), and finally ``result`` (the report's path) or ``error`` (``kind``: ``input`` for
   a bad job, ``crash`` for anything else, with the traceback).
 
-The job is a JSON file (``spinedart.worker-job/1``) in the job's own folder; the outputs go where
-it says (``out``). The client (:class:`WorkerClient`) starts the child in its own process group,
+The job is a JSON file (``spinedart.worker-job/1``: ``xrays``, ``landmarks`` and ``masks`` or none
+for the detector, ``detector`` weights (default: the shipped ones), ``geometries``, ``levels``,
+``gauge``, ``margin_mm``, ``device``, ``seed``, ``out``) in the job's own folder; the outputs go
+where it says (``out``). The client (:class:`WorkerClient`) starts the child in its own process group,
 reads it on a thread into a queue that a poller drains (a ``qt.QTimer`` in Slicer, a loop in
 tests), and cancels by ending the whole group. Run the child alone with
 ``python -m SpineDARTLib.worker JOB.json``.
@@ -67,6 +69,7 @@ def run_job(job_path: str | Path) -> int:
             margin_mm=float(job.get("margin_mm", 1.0)),
             seed=int(job.get("seed", 0)),
             device=job.get("device", "auto"),
+            detector=path(job.get("detector")),
         )
         out = Path(job["out"])
         report = run_plan(req, out, lambda f, m: _emit("progress", fraction=round(float(f), 3), message=m))

@@ -235,7 +235,7 @@ def test_benchmark_seeds_never_overlap_a_shape_models_seeds():
     [
         (["bench"], "no set given"),
         (["bench", "--set", "synthetic-ort", "--seed", "5"], "reserved range"),
-        (["bench", "--set", "synthetic-ort", "--init", "auto"], "detector"),
+        (["bench", "--set", "synthetic-ort", "--init", "auto", "--detector", "none.safetensors"], "not found"),
         (["bench", "--set", "synthetic-ort", "--method", "mi"], "--method"),
         (["bench", "--set", "synthetic-ort", "--method", "fit,fit"], "--method"),
         (["bench", "--set", "synthetic-ort", "--method", "fit,geoplan", "--detector", "none.safetensors"], "not found"),

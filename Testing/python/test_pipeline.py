@@ -136,7 +136,7 @@ def _bad_masks(tmp_path):
     "args, match",
     [
         (lambda t: ["--xray", CASE / "xray_a.png", *EVIDENCE], "1 X-ray(s) given"),
-        (lambda t: [*XRAYS], "no trained detector is installed"),
+        (lambda t: [*XRAYS, "--detector", CASE / "missing.safetensors"], "file not found"),
         (lambda t: [*XRAYS, "--landmarks", _bad_landmarks(t)], "describes 1 views but 2 X-rays"),
         (lambda t: [*XRAYS, *EVIDENCE[:2], "--masks", _bad_masks(t)], "view0_L2 is (10, 10) px"),
         (lambda t: [*XRAYS, "--landmarks", _nan_landmarks(t)], "uv is not finite"),
@@ -192,3 +192,14 @@ def test_plan_on_the_gpu_matches_the_cpu(planned, tmp_path, run_cli):
     for a, b in zip(gpu["vertebrae"][0]["cannulas"], cpu["vertebrae"][0]["cannulas"], strict=True):
         assert np.linalg.norm(np.subtract(a["entry_ras_mm"], b["entry_ras_mm"])) < 0.5
         assert np.linalg.norm(np.subtract(a["target_ras_mm"], b["target_ras_mm"])) < 0.5
+
+
+def test_plan_without_landmarks_or_detector_weights_says_so(tmp_path):
+    """No landmarks and no detector weights where they should be: one message naming the file."""
+    from SpineDARTLib.errors import UserError
+    from SpineDARTLib.pipeline import PlanRequest, run_plan
+
+    req = PlanRequest([CASE / "xray_a.png", CASE / "xray_b.png"], None, detector=tmp_path / "none.safetensors")
+    with pytest.raises(UserError, match="no trained detector is installed") as exc:
+        run_plan(req, tmp_path / "out")
+    assert "none.safetensors" in str(exc.value)
