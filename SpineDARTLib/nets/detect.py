@@ -26,7 +26,7 @@ from .detector import Detector, instance_mask_logits
 from .detector_data import PATH_POINTS, letterbox
 from .detector_train import DISPLACEMENT_SCALE, LEVEL_SCALE
 
-CENTRE_THRESHOLD = 0.3
+CENTRE_THRESHOLD = 0.2  # on the synthetic validation split: recall 0.79, precision 0.71 (0.3: 0.48, 0.86)
 LANDMARK_THRESHOLD = 0.05
 MAX_VERTEBRAE = 24
 MATCH_RADIUS_CELLS = 4.0
