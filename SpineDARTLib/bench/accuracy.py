@@ -20,6 +20,7 @@ from ..fit.evidence import gt_noisy_view
 from ..fit.init import initialise
 from ..fit.landmarks2d import VertebraEvidence
 from ..fit.optimise import FitConfig, FitTarget, FitView, fit
+from ..geometry.perturb import Miscalibration, perturb_projection
 from ..metrics import surface_metrics, trajectory_errors
 from .sets import Task
 
@@ -43,8 +44,14 @@ def _scores(model, points: np.ndarray, gt_mesh, gt_traj, seed: int) -> dict[str,
     return out
 
 
-def load_views(task: Task) -> tuple[dict[str, Any], list[Any], list[dict[str, Any]], list[np.ndarray]]:
-    """(case document, X-rays, view-label documents, GT masks) of a task's two views."""
+def load_views(
+    task: Task, miscalibration: Miscalibration | None = None, seed: int = 0
+) -> tuple[dict[str, Any], list[Any], list[dict[str, Any]], list[np.ndarray]]:
+    """(case document, X-rays, view-label documents, GT masks) of a task's two views. With a
+    ``miscalibration``, each X-ray carries a wrong geometry (the robustness study): its directions
+    drawn from (seed, task), the same for every magnitude; what was applied is in ``doc["miscalibrated"]``."""
+    import dataclasses
+
     from ..synth.case import read_masks
     from ..xray import read_xray
 
@@ -56,6 +63,14 @@ def load_views(task: Task) -> tuple[dict[str, Any], list[Any], list[dict[str, An
         xrays.append(read_xray(task.case_dir / (e["degraded_image"] if task.degraded else e["image"])))
         labels.append(json.loads((task.case_dir / e["labels"]).read_text()))
         masks.append(read_masks(task.case_dir / e["masks"]))
+    if miscalibration is not None and not miscalibration.is_zero:
+        rng = np.random.default_rng([seed, zlib.crc32(task.key.encode()), 31])
+        applied = []
+        for k, x in enumerate(xrays):
+            wrong, how = perturb_projection(x.projection, miscalibration, rng)
+            xrays[k] = dataclasses.replace(x, projection=wrong)
+            applied.append(how)
+        doc["miscalibrated"] = applied
     return doc, xrays, labels, masks
 
 
@@ -73,15 +88,17 @@ def run_task(
     cfg: FitConfig | None = None,
     neighbours: int = NEIGHBOURS,
     detector=None,
+    miscalibration: Miscalibration | None = None,
 ) -> dict[str, Any]:
     """Fit and score one task; returns its record (metrics of the target, verdict, timings).
     ``neighbours``: levels on each side fitted jointly with the target. ``detector``: a loaded
     annotation network for ``--init auto`` (evidence found in the images, the target level as the
-    anchor); None: the ``gt-noisy`` oracle evidence."""
+    anchor); None: the ``gt-noisy`` oracle evidence. ``miscalibration``: the fit is handed wrong
+    geometries (:func:`load_views`), scored against the truth."""
     from ..mesh_io import read_mesh
 
     t_load = time.perf_counter()
-    doc, xrays, labels, masks = load_views(task)
+    doc, xrays, labels, masks = load_views(task, miscalibration, seed)
     # The plan's time: reading the X-rays, initialisation and fit (not the oracle's evidence, not scoring).
     t_load = time.perf_counter() - t_load
     rng = np.random.default_rng([seed, zlib.crc32(task.key.encode())])
@@ -106,6 +123,8 @@ def run_task(
     gt_mesh = read_mesh(task.case_dir / gt["mesh"]["path"])
     gt_mesh = (gt_mesh[0], gt_mesh[1])
     found = {"detector": detected} if detected is not None else {}
+    if "miscalibrated" in doc:
+        found["miscalibrated"] = doc["miscalibrated"]
     record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": method, **found}
     t0 = time.perf_counter() - t_load
     if detected is not None and task.target not in evidence_of[0]:

@@ -31,21 +31,24 @@ def _detector(weights: str):
 
 
 def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, weights: str | None,
-             threads: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """One task's record by one method (``fit``, ``ncc`` or ``geoplan``)."""
+             miscalibration: list[float] | None = None, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """One task's record by one method (``fit``, ``ncc`` or ``geoplan``). ``miscalibration``:
+    [angle deg, distance mm, offset mm] of the geometry errors handed to the method."""
     import torch
 
     from ..fit.optimise import FitConfig
+    from ..geometry.perturb import Miscalibration
     from .accuracy import run_task
     from .geoplan import run_geoplan_task
 
     if threads is not None:
         torch.set_num_threads(threads)
     detector = _detector(weights) if weights else None
+    wrong = Miscalibration(*miscalibration) if miscalibration else None
     if method == "geoplan":
-        return run_geoplan_task(task, detector)
+        return run_geoplan_task(task, detector, seed, wrong)
     cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
-    return run_task(task, method, seed, cfg, detector=detector if init == "auto" else None)
+    return run_task(task, method, seed, cfg, detector=detector if init == "auto" else None, miscalibration=wrong)
 
 
 def run_units(

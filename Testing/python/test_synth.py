@@ -234,3 +234,24 @@ def test_synth_cases_are_shape_model_members(synth_set):
     assert np.allclose(m.annotations[0], rec["landmarks"]["BC"])
     # The mesh is in the case's frame, where its annotations are.
     assert np.linalg.norm(m.vertices.mean(0) - np.array(rec["landmarks"]["BC"])) < 25.0
+
+
+def test_separation_views_pair_the_ap_view_with_each_angle(tmp_path):
+    """The view-separation study: AP + views 10-90 deg from it around one isocentre, and the benchmark's
+    tasks pair sep00 with each of them (read from the case's view list)."""
+    from SpineDARTLib.bench.sets import separation_deg, tasks_of
+    from SpineDARTLib.synth.views import SEPARATIONS_DEG
+
+    views = protocol_views(np.array([1.0, 2.0, 3.0]), np.random.default_rng(5), "separation", px=64)
+    assert [v.name for v in views] == [f"sep{d:02d}" for d in SEPARATIONS_DEG]
+    assert len({v.carm.isocenter_mm for v in views}) == 1
+    ap = views[0].projection.view_direction
+    for v, deg in zip(views, SEPARATIONS_DEG, strict=True):
+        angle = np.degrees(np.arccos(np.clip(abs(v.projection.view_direction @ ap), 0, 1)))
+        assert abs(angle - deg) < 1e-6, (v.name, angle)
+    doc = {"case_id": "c", "target_levels": ["L2"], "views": [{"name": v.name} for v in views]}
+    (tmp_path / "case.json").write_text(json.dumps(doc))
+    tasks = tasks_of(tmp_path, "separation")
+    assert [t.views for t in tasks] == [("sep00", f"sep{d:02d}") for d in SEPARATIONS_DEG[1:]]
+    assert [separation_deg(t) for t in tasks] == list(SEPARATIONS_DEG[1:])
+    assert tasks_of(tmp_path, "ort") == [] and tasks_of(tmp_path, "random") == []
