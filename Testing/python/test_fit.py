@@ -313,6 +313,21 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
         assert (d["converged"], d["reason"]) == (r["converged"], r["reason"])
         for k in ("dice", "assd", "entry_err_mm", "angle_err_deg", "iterations"):
             assert d[k] == r[k], k
+    # A folder of cases: the same label map (its case and records are reused: nothing is refitted), one
+    # of another convention and an empty one, both listed as skipped with their reason.
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    for name in ("ts2", "ts1", "empty"):
+        shutil.copy(small_maps[name], folder / f"{name}.nii.gz")
+    dir_args = [a if a != small_maps["ts2"] else folder for a in args]
+    rc, out, err = run_cli(*dir_args)
+    assert rc == 0 and " fit: Dice" not in err, err
+    d = json.loads(out.strip().splitlines()[-1])
+    assert list(d["per_case"]) == ["ts2"] and d["per_case"]["ts2"]["n_vertebrae"] == s["n_vertebrae"]
+    assert d["per_case"]["ts2"]["dice_mean"] == s["dice_mean"] and "T10" in d["per_case"]["ts2"]["per_level"]
+    whole = {k["case"]: k["reason"] for k in d["skipped"] if k["level"] is None}
+    assert sorted(whole) == ["empty", "ts1"] and "v1" in whole["ts1"], whole
+    assert "skipped case ts1" in out
     # The calibration-robustness study: the fit is handed geometries wrong by 2 deg, 10 mm, 5 mm (the
     # same images): its records say so, the geometry each view got is recorded, and the scores move.
     wrong_args = [a if a != tmp_path / "o" else tmp_path / "o-wrong" for a in args]
