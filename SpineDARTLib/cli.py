@@ -122,7 +122,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("--label-ids", default="totalsegmentator", help="totalsegmentator (v2) or verse")
     be.add_argument("--hu-from-labels", action="store_true", help="no CT: synthesise HU from the label map")
-    be.add_argument("--init", default="gt-noisy", help="gt-noisy (oracle evidence, default) or auto (detector)")
+    be.add_argument(
+        "--init",
+        default="gt-noisy",
+        help="gt-noisy (oracle evidence, default), auto (detector), or both compared: auto,gt-noisy",
+    )
     be.add_argument(
         "--method",
         default="both",
@@ -470,8 +474,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 raise UserError("file not found", "check the path", f)
     if args.label_ids not in ("totalsegmentator", "verse"):
         raise UserError(f"--label-ids {args.label_ids!r} is unknown", "use totalsegmentator (v2) or verse")
-    if args.init not in ("gt-noisy", "auto"):
-        raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy or auto")
+    inits = args.init.split(",")
+    if not inits or any(i not in ("gt-noisy", "auto") for i in inits) or len(set(inits)) != len(inits):
+        raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy, auto, or both: auto,gt-noisy")
     if args.detector is not None and not args.detector.is_file():
         raise UserError("file not found", "check the path", args.detector)
     methods = ["fit", "ncc"] if args.method == "both" else args.method.split(",")
@@ -497,7 +502,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = args.out or Path("bench-results") / f"{args.set or 'case'}-{args.seed}"
     _writable_folder(work, "--work")
     _writable_folder(out)
-    from .bench.run import run_benchmark
+    from .bench.run import run_inits
 
     cases = None
     if case_given:
@@ -510,9 +515,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         ]  # fmt: skip
     if args.render_mode not in ("auto", "layered", "patch"):
         raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
-    summary = run_benchmark(
-        args.set, args.n, args.seed, methods, work, out, cases, args.init, args.render_mode, args.detector,
-        args.workers, args.scheduler, miscalibration,
+    summary = run_inits(
+        inits, out, set_name=args.set, n=args.n, seed=args.seed, methods=methods, work=work, cases=cases,
+        render_mode=args.render_mode, detector_weights=args.detector, workers=args.workers,
+        scheduler=args.scheduler, miscalibration=miscalibration,
     )  # fmt: skip
     s = summary
     dice = "no surface (2D-GeoPlan)" if s["dice_mean"] is None else f"Dice {s['dice_mean']:.3f}"
@@ -522,6 +528,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"ASSD {s['assd_mean'] or float('nan'):.2f} mm, HD95 {s['hd95_mean'] or float('nan'):.2f} mm, "
         f"{s['sec_per_vertebra']:.1f} s per vertebra"
     )
+    for init, b in s.get("by_init", {}).items():
+        print(f"  init {init}: {b['n_vertebrae']} fits, {b['n_failed']} failed, Dice {b['dice_mean'] or 0:.3f}, "
+              f"entry {b['entry_err_mm'] or float('nan'):.2f} mm")  # fmt: skip
     if "baseline_ncc" in s:
         b = s["baseline_ncc"]
         print(f"NCC baseline: Dice {b['dice_mean']:.3f}, {b['n_failed']} failed, ASSD {b['assd_mean'] or 0:.2f} mm")

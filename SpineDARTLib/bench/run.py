@@ -195,6 +195,17 @@ def box_plots(by_method: dict[str, list[dict[str, Any]]], out: Path, title: str)
     return written
 
 
+def _detector_file(given: Path | None) -> Path:
+    from ..pipeline import DETECTOR_WEIGHTS
+    from ..resources import resources_dir
+
+    weights = given or resources_dir().joinpath(*DETECTOR_WEIGHTS)
+    if not weights.is_file():
+        raise UserError("--init auto and --method geoplan need trained detector weights", "give --detector FILE",
+                        weights)  # fmt: skip
+    return weights
+
+
 def run_benchmark(
     set_name: str | None,
     n: int | None,
@@ -217,13 +228,8 @@ def run_benchmark(
     detector_card, weights = None, None
     if init == "auto" or "geoplan" in methods:
         from ..nets.detector_train import load_detector
-        from ..pipeline import DETECTOR_WEIGHTS
-        from ..resources import resources_dir
 
-        weights = detector_weights or resources_dir().joinpath(*DETECTOR_WEIGHTS)
-        if not weights.is_file():
-            raise UserError("--init auto and --method geoplan need trained detector weights", "give --detector FILE",
-                            weights)  # fmt: skip
+        weights = _detector_file(detector_weights)
         detector_card = load_detector(weights)[1]  # checked here, loaded again by each worker
     tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, cases)
     if not tasks:
@@ -317,5 +323,28 @@ def run_benchmark(
     summary["plots"] = [p.name for p in box_plots(by_method, out, f"{summary['set']} seed {seed}")]
     models = {"detector": detector_card["weights_sha256"]} if detector_card else {}
     summary["provenance"] = provenance(seed=seed, models=models)
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def run_inits(inits: list[str], out: Path, **kw: Any) -> dict[str, Any]:
+    """:func:`run_benchmark` for each evidence mode on the same cases and seeds (``--init auto,gt-noisy``):
+    one init writes into ``out``; several write ``out/init-<mode>/`` each, and ``out/summary.json`` is
+    the first mode's summary with ``by_init`` (every mode's aggregate metrics) beside it."""
+    if len(inits) == 1:
+        return run_benchmark(init=inits[0], out=out, **kw)
+    if "auto" in inits:
+        _detector_file(kw.get("detector_weights"))  # before hours of the other mode's fits
+    by_init = {}
+    for init in inits:
+        sub = out / f"init-{init}"
+        sub.mkdir(parents=True, exist_ok=True)
+        by_init[init] = run_benchmark(init=init, out=sub, **kw)
+    summary = dict(by_init[inits[0]])
+    summary["by_init"] = {
+        init: {k: v for k, v in s.items() if k not in ("per_level", "skipped", "provenance", "plots", "notes")}
+        for init, s in by_init.items()
+    }
+    summary["plots"] = [f"init-{inits[0]}/{p}" for p in summary["plots"]]
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -246,6 +246,8 @@ def test_benchmark_seeds_never_overlap_a_shape_models_seeds():
         (["bench", "--case-labels", "x.nii.gz"], "no CT given"),
         (["bench", "--set", "nope"], "invalid choice"),
         (["bench", "--set", "synthetic-ort", "--perturb-geometry", "2,10"], "--perturb-geometry"),
+        (["bench", "--set", "synthetic-ort", "--init", "auto,auto"], "--init"),
+        (["bench", "--set", "synthetic-ort", "--init", "gt-noisy,auto", "--detector", "none.safetensors"], "not found"),
         (["bench", "--set", "synthetic-ort", "--perturb-geometry", "2,-1,5"], "out of range"),
     ],
 )
@@ -298,6 +300,7 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     assert len(recs) == s["n_vertebrae"] and all(r["level"] == "T10" and r["method"] == "fit" for r in recs)
     # The fit recovers the real vertebra's shape from its synthetic-HU radiographs.
     assert s["dice_mean"] > 0.6, s
+    dice_oracle = s["dice_mean"]
     (case,) = (tmp_path / "w").iterdir()
     assert {v["target"] for v in json.loads((case / "case.json").read_text())["views"]} == {"T10"}
     # The same run on a local dask cluster (2 worker processes, loopback only): the same records, to
@@ -366,10 +369,14 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     shutil.copytree(synth_set / "a", tmp_path / "det-data")  # training caches samples beside the cases
     train_detector(tmp_path / "det-data", tmp_path / "det.safetensors", tiny, epochs=1, batch_size=2, progress=print)
     auto = [a if a != tmp_path / "o" else tmp_path / "o-auto" for a in args]
-    rc, out, err = run_cli(*auto, "--init", "auto", "--detector", tmp_path / "det.safetensors")
+    rc, out, err = run_cli(*auto, "--init", "auto,gt-noisy", "--detector", tmp_path / "det.safetensors")
     assert rc == 0, err
     s = json.loads(out.strip().splitlines()[-1])
     assert s["init"] == "auto" and "detector" in s["provenance"]["models"]
-    recs = [json.loads(line) for line in (tmp_path / "o-auto" / "records.jsonl").read_text().splitlines()]
+    # Both modes on the same fits, side by side; the oracle's numbers are those of the first run.
+    assert list(s["by_init"]) == ["auto", "gt-noisy"] and s["by_init"]["auto"]["n_vertebrae"] == len(recs)
+    assert s["by_init"]["gt-noisy"]["dice_mean"] == pytest.approx(dice_oracle, abs=1e-12)
+    assert "init gt-noisy:" in out
+    recs = [json.loads(line) for line in (tmp_path / "o-auto" / "init-auto" / "records.jsonl").read_text().splitlines()]
     assert recs and all(r["init"] == "auto" and "detector" in r for r in recs)
     assert all(r["converged"] or r["reason"].startswith("detector: ") for r in recs)
