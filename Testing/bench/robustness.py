@@ -79,6 +79,25 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _dice_and_entry(ax, xs: list[float], summaries: list[dict], xlabel: str) -> None:
+    """Dice (left axis) and entry error (right axis, red) against one swept quantity."""
+    ax.plot(xs, [s["dice_mean"] for s in summaries], "o-")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax2 = ax.twinx()
+    ax2.plot(xs, [s["entry_err_mm"] for s in summaries], "s--", color="tab:red")
+    ax2.set_ylabel("entry error (mm)", color="tab:red")
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plots(results: dict[str, dict], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -86,45 +105,26 @@ def plots(results: dict[str, dict], folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    # 1. Calibration: one panel per error kind, Dice and entry error against the error's size.
-    kinds = [("angle (°)", 0, ["exact", "angle 1°", "angle 2°"], [0, 1, 2]),
-             ("source-detector distance (mm)", 1, ["exact", "distance 5 mm", "distance 10 mm"], [0, 5, 10]),
-             ("detector offset (mm)", 2, ["exact", "offset 2 mm", "offset 5 mm"], [0, 2, 5])]  # fmt: skip
+    # 1. Calibration: one panel per error kind, against the error's size (0 = the exact baseline).
+    kinds = [("angle (°)", ["exact", "angle 1°", "angle 2°"], [0, 1, 2]),
+             ("source-detector distance (mm)", ["exact", "distance 5 mm", "distance 10 mm"], [0, 5, 10]),
+             ("detector offset (mm)", ["exact", "offset 2 mm", "offset 5 mm"], [0, 2, 5])]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
-    for ax, (label, _, names, xs) in zip(axes, kinds, strict=True):
-        got = [(x, results.get(f"ort · {nm}")) for x, nm in zip(xs, names, strict=True)]
-        got = [(x, s) for x, s in got if s]
-        ax.plot([x for x, _ in got], [s["dice_mean"] for _, s in got], "o-", label="Dice")
-        ax2 = ax.twinx()
-        ax2.plot([x for x, _ in got], [s["entry_err_mm"] for _, s in got], "s--", color="tab:red", label="entry mm")
-        ax2.set_ylabel("entry error (mm)", color="tab:red")
-        ax.set_xlabel(label)
-        ax.set_ylim(0, 1)
+    for ax, (label, names, xs) in zip(axes, kinds, strict=True):
+        got = [(x, results[f"ort · {nm}"]) for x, nm in zip(xs, names, strict=True) if f"ort · {nm}" in results]
+        _dice_and_entry(ax, [x for x, _ in got], [s for _, s in got], label)
     axes[0].set_ylabel("Dice (mean)")
     fig.suptitle("Calibration error handed to the fit (synthetic-ort, gt-noisy evidence)")
-    fig.tight_layout()
-    path = folder / "robustness_calibration.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, folder / "robustness_calibration.png"))
     # 2. View separation.
     sep = results.get("separation", {}).get("by_separation", {})
     if sep:
         degs = sorted(sep, key=int)
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([int(d) for d in degs], [sep[d]["dice_mean"] for d in degs], "o-", label="Dice")
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("angle between the two views (°)")
+        _dice_and_entry(ax, [int(d) for d in degs], [sep[d] for d in degs], "angle between the two views (°)")
         ax.set_ylabel("Dice (mean)")
-        ax2 = ax.twinx()
-        ax2.plot([int(d) for d in degs], [sep[d]["entry_err_mm"] for d in degs], "s--", color="tab:red")
-        ax2.set_ylabel("entry error (mm)", color="tab:red")
         ax.set_title("View separation (AP + one view, synthetic scenes)")
-        fig.tight_layout()
-        path = folder / "robustness_separation.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "robustness_separation.png"))
     # 3. Image and anatomy variants beside the exact baseline.
     names = [nm for nm in ("ort · exact", "ort · degraded images", "ort · fractured targets") if nm in results]
     if names:
@@ -134,11 +134,7 @@ def plots(results: dict[str, dict], folder: Path) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.set_ylabel("Dice (mean)")
         ax.set_title("Clean, degraded images, fractured targets (orthogonal pairs)")
-        fig.tight_layout()
-        path = folder / "robustness_variants.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, folder / "robustness_variants.png"))
     return written
 
 
