@@ -87,6 +87,8 @@ def _dice_and_entry(ax, xs: list[float], summaries: list[dict], xlabel: str) -> 
     ax2 = ax.twinx()
     ax2.plot(xs, [s["entry_err_mm"] for s in summaries], "s--", color="tab:red")
     ax2.set_ylabel("entry error (mm)", color="tab:red")
+    # One fixed scale on every panel: an autoscaled axis makes 0.05 mm look like a trend.
+    ax2.set_ylim(0, max(6.0, 1.1 * max(s["entry_err_mm"] for s in summaries)))
 
 
 def _save(fig, path: Path) -> Path:
@@ -148,6 +150,7 @@ def main() -> int:
     ap.add_argument("--figures", type=Path, default=Path(__file__).parent / "figures")
     ap.add_argument("--plots-only", action="store_true", help="only read finished runs, table and plots")
     args = ap.parse_args()
+    args.figures.mkdir(parents=True, exist_ok=True)
     results = run_all(args)
     print(table(results))
     for p in plots(results, args.figures):
