@@ -11,7 +11,7 @@ back as a failed record marked ``error`` — reported, and run again by the next
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -52,19 +52,20 @@ def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, we
 
 
 def run_units(
-    units: list[Unit], args: tuple, workers: int = 1, scheduler: str | None = None
+    units: list[Unit], args: tuple, workers: int = 1, scheduler: str | None = None, fn: Callable = run_unit
 ) -> Iterator[tuple[Unit, dict[str, Any]]]:
     """(unit, record) as each unit finishes: in order in this process when ``workers`` is 1 and no
-    scheduler is given, else on dask workers (finishing order). ``args``: run_unit's after the method."""
+    scheduler is given, else on dask workers (finishing order). ``args``: run_unit's after the method
+    (``fn``: what runs a unit, :func:`run_unit` but in tests)."""
     if workers <= 1 and scheduler is None:
         for unit in units:
             try:
-                record = run_unit(*unit, *args)
+                record = fn(*unit, *args)
             except Exception as exc:  # noqa: BLE001 - as on a cluster: a failed record, the run goes on
                 record = _error_record(unit, exc)
             yield unit, record
         return
-    yield from _on_dask(units, args, workers, scheduler)
+    yield from _on_dask(units, args, workers, scheduler, fn)
 
 
 def _error_record(unit: Unit, exc: BaseException) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def _error_record(unit: Unit, exc: BaseException) -> dict[str, Any]:
     return failed_record(*unit, f"error: {why}", error=True)
 
 
-def _on_dask(units: list[Unit], args: tuple, workers: int, scheduler: str | None):
+def _on_dask(units: list[Unit], args: tuple, workers: int, scheduler: str | None, fn: Callable):
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -89,7 +90,7 @@ def _on_dask(units: list[Unit], args: tuple, workers: int, scheduler: str | None
         raise UserError(f"cannot reach the dask scheduler {scheduler!r} ({exc.__class__.__name__})",
                         "start it (dask scheduler) or drop --scheduler") from exc  # fmt: skip
     try:
-        futures = {client.submit(run_unit, *unit, *args, 1, pure=False): unit for unit in units}
+        futures = {client.submit(fn, *unit, *args, 1, pure=False): unit for unit in units}
         for fut in as_completed(futures):
             unit = futures[fut]
             try:
