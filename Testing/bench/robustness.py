@@ -30,8 +30,12 @@ CALIBRATION = [
 METRICS = ("dice_mean", "hd95_mean", "entry_err_mm", "target_err_mm", "angle_err_deg", "n_failed", "n_vertebrae")
 
 
-def _folder(name: str) -> str:
-    return name.replace("°", "deg").replace(",", "").replace(" ", "-")
+def _folder(pert: str | None) -> str:
+    """``exact`` or e.g. ``a2-d10-o5`` (angle °, distance mm, offset mm)."""
+    if pert is None:
+        return "exact"
+    a, d, o = pert.split(",")
+    return f"a{a}-d{d}-o{o}"
 
 
 def runs(n: int, n_fractured: int) -> list[tuple[str, str, str | None, int]]:
@@ -49,7 +53,7 @@ def run_all(args: argparse.Namespace) -> dict[str, dict]:
 
     results = {}
     for name, set_name, pert, n in runs(args.n, args.n_fractured):
-        out = args.out / f"{set_name}-{_folder(pert or 'exact')}"
+        out = args.out / f"{set_name}-{_folder(pert)}"
         out.mkdir(parents=True, exist_ok=True)
         if not args.plots_only:
             print(f"robustness: {name} ({set_name}, perturbation {pert})", file=sys.stderr, flush=True)
