@@ -291,13 +291,14 @@ def run_benchmark(
         "anterior half, fluoroscopic rule; true grades against the GT surface"
     )
     if real_dirs:
-        ceilings: dict[tuple[Path, str], float] = {}
-        for d in real_dirs:
-            for lv in sorted({t.target for t in tasks if t.case_dir == d}, key=LEVELS.index):
-                ceilings[(d, lv)] = gt_ceiling(d, lv)
-        summary["gt_ceiling_dice"] = _mean(list(ceilings.values()))
-        for lv in {lv for _, lv in ceilings}:
-            level_ceiling = _mean([c for (_, lv2), c in ceilings.items() if lv2 == lv])
+        # Per case, then per level: two cases may hold the same level.
+        ceilings = {
+            d: {lv: gt_ceiling(d, lv) for lv in sorted({t.target for t in tasks if t.case_dir == d}, key=LEVELS.index)}
+            for d in real_dirs
+        }
+        summary["gt_ceiling_dice"] = _mean([c for by_level in ceilings.values() for c in by_level.values()])
+        for lv in {lv for by_level in ceilings.values() for lv in by_level}:
+            level_ceiling = _mean([by_level[lv] for by_level in ceilings.values() if lv in by_level])
             summary["per_level"].setdefault(lv, {})["gt_ceiling_dice"] = level_ceiling
         summary["by_pairs"] = {
             kind: summarise([r for r in by_method[main] if r.get("pairs") == kind]) for kind in ("ort", "random")
@@ -308,11 +309,10 @@ def run_benchmark(
         for d, cid in real_dirs.items():
             rs = [r for t, r in zip(tasks, by_method[main], strict=True) if t.case_dir == d]
             per_level = _per_level(rs)
-            for (d2, lv), c in ceilings.items():
-                if d2 == d and lv in per_level:
-                    per_level[lv]["gt_ceiling_dice"] = c
-            own = [c for (d2, _), c in ceilings.items() if d2 == d]
-            summary["per_case"][cid] = {**summarise(rs), "gt_ceiling_dice": _mean(own), "per_level": per_level}
+            for lv, c in ceilings[d].items():
+                per_level.setdefault(lv, {})["gt_ceiling_dice"] = c
+            own = _mean(list(ceilings[d].values()))
+            summary["per_case"][cid] = {**summarise(rs), "gt_ceiling_dice": own, "per_level": per_level}
     seps = sorted({r["separation_deg"] for r in by_method[main] if "separation_deg" in r})
     if seps:
         summary["by_separation"] = {

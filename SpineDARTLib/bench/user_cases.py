@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..ssm.members import LABEL_MAP_NAME
+from ..xray.sidecar import image_stem as _stem
 
 NIFTI = (".nii.gz", ".nii")
 _LABEL_SUFFIX = re.compile(r"([_-](seg-vert_msk|seg|labels?|msk|mask|segmentation))$", re.IGNORECASE)
@@ -33,14 +35,6 @@ class UserCase:
     ct: Path | None
 
 
-def _stem(p: Path) -> str:
-    name = p.name
-    for ext in NIFTI:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def _niftis(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI))
 
@@ -50,7 +44,7 @@ def _nested_labels(folder: Path) -> Path | None:
     for f in files:
         if _stem(f).lower() in _LABEL_NAMES:
             return f
-    tagged = [f for f in files if re.search(r"seg|msk|mask|label", _stem(f), re.IGNORECASE)]
+    tagged = [f for f in files if LABEL_MAP_NAME.search(_stem(f))]
     return tagged[0] if len(tagged) == 1 else None
 
 
@@ -81,14 +75,12 @@ def find_cases(labels: Path, ct: Path | None) -> list[UserCase]:
     if ct is not None and not ct.is_dir():
         raise UserError("--case-labels is a folder but --case-ct is a file", "give both as folders or as files")
     found: list[UserCase] = []
-    flat_ids: set[str] = set()
     for f in _niftis(labels):
         stem = _stem(f).lower()
         if stem == "ct" or stem.endswith(("_ct", "-ct")):
             continue  # a CT beside its label map (both flags may name one folder)
         case_id = _LABEL_SUFFIX.sub("", _stem(f))
         found.append(UserCase(case_id, f, None))
-        flat_ids.add(case_id)
     for sub in sorted(p for p in labels.iterdir() if p.is_dir()):
         lab = _nested_labels(sub)
         if lab is not None:
@@ -107,7 +99,7 @@ def find_cases(labels: Path, ct: Path | None) -> list[UserCase]:
         return found
     out = []
     for c in found:
-        ct_file = _ct_for(c, ct, nested=c.case_id not in flat_ids)
+        ct_file = _ct_for(c, ct, nested=c.labels.parent != labels)
         if ct_file is None:
             raise UserError(f"case {c.case_id!r} has no CT in {ct}", f"add {c.case_id}.nii.gz there, or drop --case-ct "
                             "and use --hu-from-labels", c.labels)  # fmt: skip

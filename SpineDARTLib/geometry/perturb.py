@@ -100,7 +100,7 @@ def perturb_projection(p: Projection, error: Miscalibration, rng: np.random.Gene
     du, dv = p.pixel_spacing_mm
     K[0, 2] += error.offset_mm * np.cos(phi) / du
     K[1, 2] += error.offset_mm * np.sin(phi) / dv
-    out = Projection.from_KRt(K, R, t, p.image_size, p.pixel_spacing_mm, pivot if p.isocenter_mm is not None else None)
+    out = Projection.from_KRt(K, R, t, p.image_size, p.pixel_spacing_mm, p.isocenter_mm)
     applied = {
         "angle_deg": error.angle_deg,
         "axis": (a / np.linalg.norm(a)).round(4).tolist(),

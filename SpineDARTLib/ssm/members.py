@@ -38,7 +38,8 @@ from .model import annotation_array
 
 MESH_SUFFIXES = (".obj", ".stl", ".ply", ".vtk", ".vtp")
 _LEVEL_IN_NAME = re.compile(r"(?:^|[^A-Za-z0-9])([TL]\d{1,2})(?=$|[^0-9])", re.IGNORECASE)
-_LABEL_MAP_NAME = re.compile(r"label|seg|mask|msk", re.IGNORECASE)
+# A file name that says it is a label map (also how `bench --case-labels` folders are read).
+LABEL_MAP_NAME = re.compile(r"label|seg|mask|msk", re.IGNORECASE)
 # A vertebra spans 25-90 mm; a bounding-box diagonal outside this range means the wrong units.
 _PLAUSIBLE_DIAGONAL_MM = (20.0, 250.0)
 
@@ -238,7 +239,7 @@ def discover(
                 sources.append(src)
         elif any(c == p.parent or c in p.parents for c in claimed):
             continue
-        elif p.name.lower().endswith((".nii", ".nii.gz")) and (_LABEL_MAP_NAME.search(p.name) or p == input_path):
+        elif p.name.lower().endswith((".nii", ".nii.gz")) and (LABEL_MAP_NAME.search(p.name) or p == input_path):
             sources += _label_map(p, root, levels, convention, skipped)
         elif p.suffix.lower() in MESH_SUFFIXES:
             level = _level_from_name(p)
