@@ -85,6 +85,10 @@ def find_cases(labels: Path, ct: Path | None) -> list[UserCase]:
         lab = _nested_labels(sub)
         if lab is not None:
             found.append(UserCase(sub.name, lab, None))
+        elif _niftis(sub):
+            # NIfTI files (a CT alone included) but none that says it is the label map: not silently left out.
+            raise UserError(f"cannot tell which file in {sub.name}/ is the label map",
+                            "name it labels.nii.gz (or seg.nii.gz)", sub)  # fmt: skip
     if not found:
         raise UserError(
             "no label map in this folder",

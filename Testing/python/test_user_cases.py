@@ -45,6 +45,9 @@ def test_flat_and_nested_layouts_pair_each_label_map_with_its_ct(tmp_path):
         (lambda d: _touch(d / "a.nii.gz"), "cts", "has no CT"),
         (lambda d: _touch(d / "a.nii.gz", d / "a_seg.nii.gz"), None, "both case 'a'"),
         (lambda d: _touch(d / "a.nii.gz"), "file", "--case-ct is a file"),
+        (lambda d: _touch(d / "p1" / "ct.nii.gz", d / "p1" / "volume.nii.gz"), None, "which file in p1/"),
+        (lambda d: _touch(d / "p1" / "a_seg.nii.gz", d / "p1" / "b_seg.nii.gz"), None, "which file in p1/"),
+        (lambda d: _touch(d / "a.nii.gz", d / "p1" / "ct.nii.gz"), None, "which file in p1/"),
     ],
 )
 def test_folders_that_cannot_be_read_get_one_line(tmp_path, make, ct, match):
