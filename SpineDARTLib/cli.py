@@ -16,8 +16,7 @@ from typing import NoReturn
 from . import __version__
 from .bench.sets import DEFAULT_N, RESERVED_SEED, SETS, check_seed
 from .errors import EXIT_USER_ERROR, UserError
-
-BENCH_METHODS = ("fit", "ncc", "geoplan")
+from .fit.terms import bench_method_loss, loss_terms
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -130,8 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--method",
         default="both",
-        help="fit, ncc (the paper's baseline), geoplan (2D paths triangulated, needs a detector), both (fit,ncc: "
-        "default) or a comma list, e.g. fit,geoplan",
+        help="fit, ncc (the paper's baseline), geoplan (2D paths triangulated, needs a detector), fit:LOSS (the fit "
+        "with other image terms: fit:learned, fit:mask, fit:analytic, fit:combined), both (fit,ncc: default) or a "
+        "comma list, e.g. fit,fit:learned,ncc",
     )
     be.add_argument("--n", type=int, help=f"vertebrae (synthetic default {DEFAULT_N}; real: first N targets)")
     be.add_argument("--seed", type=int, default=RESERVED_SEED, help="scene seed (>= 1000000; default %(default)s)")
@@ -163,6 +163,20 @@ def _build_parser() -> argparse.ArgumentParser:
     td.add_argument("--stop-after-steps", type=int, help="stop as if interrupted after this many steps in all")
     td.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
 
+    ts = sub.add_parser("train-similarity", help="train the learned multi-view similarity (MASD) on data-engine cases")
+    ts.add_argument("--data", type=Path, required=True, help="folder of cases from spinedart synth (--views both)")
+    ts.add_argument("--out", type=Path, required=True, help="weights file (.safetensors); card and checkpoint beside")
+    ts.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    ts.add_argument("--epochs", type=int, default=20)
+    ts.add_argument("--batch-size", type=int, default=16)
+    ts.add_argument("--lr", type=float, default=3e-4)
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--per-vertebra", type=int, default=8, help="instances drawn around each vertebra per view pair")
+    ts.add_argument("--workers", type=int, default=1, help="processes preparing the samples (once, cached)")
+    ts.add_argument("--size", choices=("default", "tiny"), default="default", help="tiny: a test configuration")
+    ts.add_argument("--stop-after-steps", type=int, help="stop as if interrupted after this many steps in all")
+    ts.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
     pl.add_argument("--geometry", type=Path, action="append", help="a geometry sidecar per X-ray (default <stem>.json)")
@@ -174,6 +188,12 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--levels", help="levels to plan, e.g. L1-L3 (default: every level marked in both views)")
     pl.add_argument("--gauge", type=int, help="cannula gauge for every level: 11, 13 or 15 (default by level)")
     pl.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one, default), cpu or gpu")
+    pl.add_argument(
+        "--loss",
+        default="analytic+mask",
+        help="the fit's image terms: analytic, mask, learned joined by '+', or combined (default analytic+mask)",
+    )
+    pl.add_argument("--similarity", type=Path, help="learned similarity weights (default: the shipped ones)")
     pl.add_argument("--margin", type=float, default=1.0, help="safety margin inside the cortex, mm (default 1)")
     pl.add_argument("--seed", type=int, default=0, help="fit restarts' seed (default 0)")
     pl.add_argument("--out", type=Path, help="output folder")
@@ -480,8 +500,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.detector is not None and not args.detector.is_file():
         raise UserError("file not found", "check the path", args.detector)
     methods = ["fit", "ncc"] if args.method == "both" else args.method.split(",")
-    if not methods or any(m not in BENCH_METHODS for m in methods) or len(set(methods)) != len(methods):
+    if not methods or len(set(methods)) != len(methods):
         raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc, geoplan, both or a list: fit,geoplan")
+    for m in methods:
+        bench_method_loss(m)
     if args.n is not None and args.n <= 0:
         raise UserError(f"--n {args.n} must be positive", "give e.g. --n 20")
     if args.workers < 1:
@@ -555,9 +577,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         raise UserError(f"{len(args.xray)} X-ray(s) given", "give two views: --xray A --xray B")
     if args.geometry is not None and len(args.geometry) != 2:
         raise UserError(f"{len(args.geometry)} --geometry given for 2 X-rays", "give one per X-ray, in the same order")
-    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks, args.detector]:
+    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks, args.detector, args.similarity]:
         if f is not None and not f.is_file():
             raise UserError("file not found", "check the path", f)
+    loss_terms(args.loss)
     levels = parse_levels(args.levels) if args.levels else None
     if args.gauge is not None and args.gauge not in (11, 13, 15):
         raise UserError(f"--gauge {args.gauge} is not supported", "give 11, 13 or 15")
@@ -569,7 +592,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)
     req = PlanRequest(args.xray, args.landmarks, args.masks, args.geometry, levels, args.gauge, args.margin, args.seed,
-                      args.detector, args.device)  # fmt: skip
+                      args.detector, args.device, args.loss, args.similarity)  # fmt: skip
     report = run_plan(req, args.out, progress_bar)
     print(format_table(report))
     print(f"wrote {args.out / 'report.json'}, meshes, markups and overlays into {args.out}")
@@ -626,6 +649,37 @@ def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) ->
     return 0
 
 
+def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.seed < 0 or args.per_vertebra < 1:
+        raise UserError("--epochs, --batch-size, --per-vertebra and --lr must be positive", "e.g. --epochs 20")
+    if any(v is not None and v < 1 for v in (args.threads, args.stop_after_steps, args.workers)):
+        raise UserError("--threads, --workers and --stop-after-steps must be positive", "e.g. --threads 2")
+    if args.out.suffix != ".safetensors":
+        raise UserError("the weights file must end in .safetensors", "e.g. --out similarity.safetensors", args.out)
+    if not args.data.is_dir():
+        raise UserError("is not a folder", "give the --out folder of spinedart synth", args.data)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .fit.similarity_net import TINY, SimilarityConfig
+    from .nets.similarity_train import train_similarity
+
+    config = SimilarityConfig(**TINY) if args.size == "tiny" else SimilarityConfig()
+    command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
+    card = train_similarity(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
+                            args.per_vertebra, args.workers, args.resume, args.stop_after_steps, command)  # fmt: skip
+    if card.get("stopped"):
+        print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
+        return 0
+    last = card["history"][-1] if card["history"] else {}
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
+    print(f"trained {card['epochs']} epochs ({card['steps']} steps, {card['train_seconds']:.0f} s) on "
+          f"{card['n_train_samples']} samples; last: {summary}")  # fmt: skip
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
@@ -652,6 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "train-detector":
             return _cmd_train_detector(args, argv)
+        if args.command == "train-similarity":
+            return _cmd_train_similarity(args, argv)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

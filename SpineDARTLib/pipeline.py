@@ -20,6 +20,7 @@ from .anatomy.levels import LEVELS
 from .atomic import atomic_write_json
 from .devices import resolve_device
 from .errors import UserError
+from .fit.terms import DEFAULT_LOSS, loss_terms
 from .geometry.multiview import view_pair_check
 from .plan import SAFETY_MARGIN_MM, Bone, VertebraPlan, plan_vertebra
 from .plan.cannula import check_gauge
@@ -41,6 +42,8 @@ class PlanRequest:
     seed: int = 0
     detector: Path | None = None  # weights for automatic evidence (default: the shipped ones)
     device: str = "auto"  # auto, cpu or gpu (devices.resolve_device)
+    loss: str = DEFAULT_LOSS  # the fit's image terms (fit.terms)
+    similarity: Path | None = None  # learned similarity weights (default: the shipped ones)
 
 
 def _levels(req: PlanRequest, evidence_views: list[dict[str, Any]]) -> list[str]:
@@ -71,6 +74,15 @@ def _sidecars(xrays) -> list[Path]:
 
 
 DETECTOR_WEIGHTS = ("models", "detector.safetensors")
+
+
+def _similarity_sha(cfg) -> dict[str, str]:
+    """The learned similarity's weights hash, where the fit used it (provenance)."""
+    if cfg.method != "fit" or "learned" not in loss_terms(cfg.loss):
+        return {}
+    from .fit.learned import load_network
+
+    return {"similarity": load_network(cfg.similarity)[1]["weights_sha256"]}
 
 
 def _detect(req: PlanRequest, xrays, device: str) -> dict[str, Any]:
@@ -152,7 +164,8 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
 
     say(0.1, f"read 2 X-rays, initialised {', '.join(levels)}; fitting them jointly on both views")
     t = time.perf_counter()
-    cfg = fit_config or FitConfig(seed=req.seed, device=device)
+    similarity = str(req.similarity) if req.similarity else None
+    cfg = fit_config or FitConfig(seed=req.seed, device=device, loss=req.loss, similarity=similarity)
     views = [FitView(x.projection, x.image) for x in xrays]
     results = fit(targets, views, cfg, progress=lambda f, m: say(0.15 + 0.6 * f, f"fitting: {m}"))
     timings["fit_s"] = time.perf_counter() - t
@@ -213,7 +226,11 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
         "provenance": provenance(
             inputs=[*req.xrays, *_sidecars(xrays), *[p for p in (req.landmarks, req.masks) if p]],
             seed=req.seed,
-            models={**models, **({"detector": detected["summary"]["weights_sha256"]} if detected else {})},
+            models={
+                **models,
+                **({"detector": detected["summary"]["weights_sha256"]} if detected else {}),
+                **_similarity_sha(cfg),
+            },
         ),
     }
     validate(report, PLAN_REPORT_V1, out / "report.json")

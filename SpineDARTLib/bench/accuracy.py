@@ -20,6 +20,7 @@ from ..fit.evidence import gt_noisy_view
 from ..fit.init import initialise
 from ..fit.landmarks2d import VertebraEvidence
 from ..fit.optimise import FitConfig, FitTarget, FitView, fit
+from ..fit.terms import bench_method_loss
 from ..geometry.perturb import Miscalibration, perturb_projection
 from ..metrics import surface_metrics, trajectory_errors
 from .sets import Task
@@ -148,7 +149,9 @@ def run_task(
                 return failed_record(task, method, why, time.perf_counter() - t0, **found)
             continue
         targets.append(FitTarget(level, model, init, evidence, [m.get(level) for m in masks_of]))
-    cfg = cfg or FitConfig(method=method, seed=seed)
+    if cfg is None:
+        kind, loss = bench_method_loss(method)
+        cfg = FitConfig(method=kind, seed=seed, **({"loss": loss} if loss else {}))
     views = [FitView(x.projection, x.image) for x in xrays]
     results = fit(targets, views, cfg, primary=[0])
     seconds = time.perf_counter() - t0

@@ -37,6 +37,7 @@ def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, we
     import torch
 
     from ..fit.optimise import FitConfig
+    from ..fit.terms import DEFAULT_LOSS, bench_method_loss
     from ..geometry.perturb import Miscalibration
     from .accuracy import run_task
     from .geoplan import run_geoplan_task
@@ -47,7 +48,8 @@ def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, we
     wrong = Miscalibration(*miscalibration) if miscalibration else None
     if method == "geoplan":
         return run_geoplan_task(task, detector, seed, wrong)
-    cfg = FitConfig(method=method, seed=seed, render_mode=render_mode)
+    kind, loss = bench_method_loss(method)
+    cfg = FitConfig(method=kind, seed=seed, render_mode=render_mode, loss=loss or DEFAULT_LOSS)
     return run_task(task, method, seed, cfg, detector=detector if init == "auto" else None, miscalibration=wrong)
 
 

@@ -36,6 +36,7 @@ from .init import InitResult, instance_fields
 from .landmarks2d import VertebraEvidence
 from .similarity import gradient_correlation, ncc, soft_dice
 from .solid import LANDMARK_COUNT, Solid
+from .terms import DEFAULT_LOSS, loss_terms
 
 METHODS = ("fit", "ncc")
 
@@ -73,6 +74,9 @@ class FitConfig:
     w_landmarks: float = 0.2
     w_image: float = 3.0
     w_prior: float = 0.02
+    loss: str = DEFAULT_LOSS  # image terms of the fit method (see LOSS_TERMS)
+    w_learned: float = 0.5  # per mm of predicted MASD
+    similarity: str | None = None  # learned similarity weights (default: the shipped ones)
     kappa: float = 1.0  # silhouette = 1 − exp(−κ ∫μ), ∫μ in cortical-density·mm
     landmark_noise_mm: float = 2.0  # at the detector: the robust loss's scale
     stages: tuple[Stage, ...] = (Stage(128, 3.0, 5, 60), Stage(256, None, 15, 50))
@@ -101,7 +105,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"unknown fit method {self.method!r}", f"use one of {', '.join(METHODS)}")
-        weights = (self.w_mask, self.w_landmarks, self.w_image, self.w_prior)
+        loss_terms(self.loss)
+        weights = (self.w_mask, self.w_landmarks, self.w_image, self.w_prior, self.w_learned)
         if not all(math.isfinite(w) and w >= 0 for w in weights) or self.restarts < 1 or not self.stages:
             raise UserError("fit settings out of range", "weights >= 0, at least one restart and one stage")
         if self.render_mode not in RENDER_MODES:
@@ -195,6 +200,13 @@ class _Problem:
         ]
         self.renderer = SplatRenderer(mode=cfg.render_mode)
         self.roi = None
+        self.terms = loss_terms(cfg.loss) if cfg.method == "fit" else ()
+        self.learned = None
+        if "learned" in self.terms:
+            from .learned import LearnedTerm
+
+            images, projections = [v.image for v in views], [v.projection for v in views]
+            self.learned = LearnedTerm([t.model for t in targets], images, projections, cfg.similarity, dev)
 
     def render_fixed(self, states: list[dict[str, np.ndarray]]) -> torch.Tensor:
         """The image (V, H, W) of instances in ``states``, without gradients."""
@@ -255,15 +267,17 @@ class _Problem:
                     pred = h[:, :2] / h[:, 2:3]
                     lm.append(_cauchy(((pred - uv) ** 2).sum(-1) / self.lm_sigma_px[v] ** 2))
             terms["landmarks"] = torch.cat(lm).mean() if lm else torch.zeros((), device=self.device)
-            terms["image"] = torch.stack(
-                [1 - gradient_correlation(img[v], self.images[v], self.roi[v]) for v in range(len(self.images))]
-            ).mean()
-            total = (
-                cfg.w_mask * terms["mask"]
-                + cfg.w_landmarks * terms["landmarks"]
-                + cfg.w_image * terms["image"]
-                + cfg.w_prior * prior
-            )
+            total = cfg.w_landmarks * terms["landmarks"] + cfg.w_prior * prior
+            if "mask" in self.terms:
+                total = total + cfg.w_mask * terms["mask"]
+            if "analytic" in self.terms:
+                terms["image"] = torch.stack(
+                    [1 - gradient_correlation(img[v], self.images[v], self.roi[v]) for v in range(len(self.images))]
+                ).mean()
+                total = total + cfg.w_image * terms["image"]
+            if self.learned is not None:
+                terms["learned"] = self.learned(params)
+                total = total + cfg.w_learned * terms["learned"]
         return total, {k: float(v.detach()) for k, v in terms.items()}, res
 
 

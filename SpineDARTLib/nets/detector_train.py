@@ -8,7 +8,6 @@ time, validation curve).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -21,11 +20,19 @@ import torch
 from torch.nn import functional
 
 from ..anatomy.landmarks import LANDMARKS
-from ..atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write_json
 from ..errors import UserError
-from ..provenance import sha256_file
 from .detector import Detector, DetectorConfig, instance_mask_logits
 from .detector_data import DetectorDataset, collate, prepare
+from .training import (
+    check_fresh,
+    cosine_lr,
+    data_summary,
+    load_checked,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 
 CARD_SCHEMA = "spinedart.detector-card/1"
 DISPLACEMENT_SCALE = 8.0  # cells: the displacement head predicts landmark − centre divided by this
@@ -146,25 +153,6 @@ def validation_metrics(model: Detector, loader, config: DetectorConfig) -> dict[
     }
 
 
-def _lr(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def save_weights(model: Detector, path: Path) -> str:
-    """``safetensors`` of the model's state in float16 (half the size; loaded back into float32) —
-    contiguous CPU tensors; returns the file's sha256."""
-    from safetensors.torch import save
-
-    state = {
-        k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
-        for k, v in model.state_dict().items()
-    }
-    atomic_write_bytes(path, save(state, metadata={"format": "pt"}))
-    return sha256_file(path)
-
-
 def train_detector(
     data: Path,
     out: Path,
@@ -184,8 +172,7 @@ def train_detector(
     out = Path(out)
     config = config or DetectorConfig()
     ckpt_path = out.with_suffix(".ckpt")
-    if ckpt_path.exists() and not resume:
-        raise UserError("an earlier run's checkpoint is there", "add --resume to continue it, or delete it", ckpt_path)
+    check_fresh(ckpt_path, resume)
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     torch.manual_seed(seed)
     train_files, val_files = prepare(data, config)
@@ -195,9 +182,7 @@ def train_detector(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck["config"] != config.to_dict() or ck["seed"] != seed:
-            raise UserError("the checkpoint has another configuration or seed", "resume with its options", ckpt_path)
+        ck = load_checkpoint(ckpt_path, config.to_dict(), seed)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
@@ -225,7 +210,7 @@ def train_detector(
                 break
             images, samples, tgts = collate([train_set[int(i)] for i in order[k * batch_size : (k + 1) * batch_size]])
             for group in opt.param_groups:
-                group["lr"] = _lr(state["step"], total, lr, warmup)
+                group["lr"] = cosine_lr(state["step"], total, lr, warmup)
             loss, _parts = detector_loss(model(images), samples, tgts, config)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -244,8 +229,7 @@ def train_detector(
         say(f"epoch {state['epoch']}: " + ", ".join(f"{k} {v:.3f}" for k, v in state["history"][-1].items()))
         ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
                 "config": config.to_dict(), "seed": seed, "torch_rng": torch.get_rng_state()}  # fmt: skip
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(ckpt, tmp)
+        save_checkpoint(ckpt_path, ckpt)
     if state["epoch"] < epochs:
         say(f"stopped after epoch {state['epoch']} of {epochs}: continue with --resume")
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
@@ -272,39 +256,10 @@ def train_detector(
     return card
 
 
-def data_summary(data: Path) -> dict[str, Any]:
-    """What the network was trained on: the data-engine runs (their seeds and options, from each
-    manifest.json) and the cases' kinds and seed range, for the no-peeking check."""
-    from .detector_data import case_dirs
-
-    runs = []
-    for m in sorted(Path(data).rglob("manifest.json")):
-        doc = json.loads(m.read_text())
-        runs.append({k: doc.get(k) for k in ("seed", "n", "levels", "views", "fractured", "detector_px", "options")})
-    seeds, kinds = [], {}
-    for d in case_dirs(data):
-        case = json.loads((d / "case.json").read_text())
-        if case.get("seed") is not None:
-            seeds.append(int(case["seed"]))
-        kinds[case.get("kind", "?")] = kinds.get(case.get("kind", "?"), 0) + 1
-    return {"folder": str(data), "runs": runs, "n_cases": sum(kinds.values()), "kinds": kinds,
-            "case_seed_min": min(seeds, default=None), "case_seed_max": max(seeds, default=None)}  # fmt: skip
-
-
 def load_detector(path: Path) -> tuple[Detector, dict[str, Any]]:
     """Weights and card (checked against each other)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    card_file = path.with_suffix(".json")
-    if not path.is_file() or not card_file.is_file():
-        raise UserError("detector weights or their card (.json beside them) are missing", "train or reinstall", path)
-    card = json.loads(card_file.read_text())
-    if card.get("schema") != CARD_SCHEMA:
-        raise UserError(f"not a detector card ({card.get('schema')!r})", "give the weights' own .json", card_file)
-    if sha256_file(path) != card["weights_sha256"]:
-        raise UserError("the weights do not match their card (sha256)", "reinstall or retrain them", path)
+    state, card = load_checked(path, CARD_SCHEMA, "detector")
     model = Detector(DetectorConfig.from_dict(card["config"]))
-    model.load_state_dict(load_file(path))
+    model.load_state_dict(state)
     model.eval()
     return model, card

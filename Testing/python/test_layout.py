@@ -18,6 +18,7 @@ RANK = {
     "labelmaps": 1,
     "resources": 1,
     "devices": 1,
+    "weights": 1,
     "geometry": 2,
     "meshing": 2,
     "surface": 2,

@@ -1,0 +1,78 @@
+"""The learned similarity as a term of the fit: the network's predicted MASD (mm) of each instance.
+
+Each instance is rendered alone, with every render point of its model (as in training, whatever
+the stage's level of detail), into each view's window around its current centre; the X-ray
+windows are cut from the full-resolution images. The windows follow the instance (recomputed at
+every evaluation, not differentiated); the gradient flows through the renderings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..render.renderer import SplatRenderer
+from .similarity_net import crop_image, load_similarity, standardise, window
+from .solid import Solid
+
+SIMILARITY_WEIGHTS = ("models", "similarity.safetensors")
+
+
+def default_weights() -> Path:
+    from ..resources import resources_dir
+
+    return resources_dir().joinpath(*SIMILARITY_WEIGHTS)
+
+
+@lru_cache(maxsize=2)
+def _load(path: str):
+    model, card = load_similarity(Path(path))
+    for p in model.parameters():
+        p.requires_grad_(False)  # a fixed loss: gradients go to the renderings only
+    return model, card
+
+
+def load_network(path: str | Path | None):
+    """The similarity network and its card (loaded once per process)."""
+    p = Path(path) if path else default_weights()
+    if not p.is_file():
+        raise UserError(
+            "no learned similarity weights are installed" if path is None else "similarity weights are missing",
+            "train them with spinedart train-similarity, or fit with --loss analytic+mask",
+            p,
+        )
+    return _load(str(p.resolve()))
+
+
+class LearnedTerm:
+    """Predicted MASD of instances of ``models`` in ``views`` (images + projections, full resolution)."""
+
+    def __init__(self, models, images: list[np.ndarray], projections, weights: str | Path | None, device) -> None:
+        self.net, self.card = load_network(weights)
+        self.net.to(device)
+        self.config = self.net.config
+        self.device = device
+        self.solids = [Solid(m, None, device=device) for m in models]
+        self.images = [np.asarray(im, np.float32) for im in images]
+        self.projections = list(projections)
+        self.renderer = SplatRenderer()
+
+    def __call__(self, params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Mean predicted MASD (mm) over the instances (differentiable w.r.t. their parameters)."""
+        n = self.config.crop_px
+        xs, rs = [], []
+        for solid, p in zip(self.solids, params, strict=True):
+            centre = solid.centre.detach().cpu().numpy() + p["t"].detach().cpu().numpy()
+            wins = [window(proj, centre, self.config) for proj in self.projections]
+            xs.append(np.stack([crop_image(im, w) for im, w in zip(self.images, wins, strict=True)]))
+            P = torch.as_tensor(np.stack([w.projection.P for w in wins]), dtype=torch.float32, device=self.device)
+            means, _ = solid.place(p["b"], p["r"], p["t"])
+            var = torch.full((len(solid),), solid.variance, device=self.device)
+            rs.append(self.renderer.render(means, var, solid.mass, P, (n, n)).images)
+        x = standardise(torch.as_tensor(np.stack(xs), device=self.device))
+        r = standardise(torch.stack(rs))
+        return self.net.masd(x, r).mean()

@@ -1,0 +1,151 @@
+"""The learned multi-view similarity (the paper's ViT loss): from both views, how far (MASD, mm) is
+the current model instance from the vertebra in the X-rays?
+
+Input per view: a square window of the X-ray around the instance and the splat rendering of the
+instance alone in the same window, as two channels. The window is the projection of a
+``crop_mm``-wide square at the instance's centre, parallel to the detector, resampled to
+``crop_px`` pixels: its size follows the magnification, so the network sees the vertebra at about
+the same size in every geometry; it is centred on the *current* instance (not differentiated: it
+only says where to look). Each channel is standardised inside the window (X-ray units are
+arbitrary). The two views are stacked one above the other into one (2·crop_px × crop_px) image
+and a ``timm`` Vision Transformer reads both views' patches as one sequence, so attention fuses
+the views from the first layer (position embeddings tell the views apart).
+
+The output is log MASD; :meth:`SimilarityNet.masd` gives mm and is differentiable w.r.t. the
+renderings, so it is a loss for the fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..geometry.projection import Projection
+
+CARD_SCHEMA = "spinedart.similarity-card/1"
+
+
+@dataclass(frozen=True)
+class SimilarityConfig:
+    crop_px: int = 128
+    crop_mm: float = 96.0  # side of the window at the instance's centre (world mm)
+    patch: int = 16
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    drop_path: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimilarityConfig:
+        return cls(**d)
+
+
+TINY = {"crop_px": 32, "crop_mm": 96.0, "patch": 8, "embed_dim": 16, "depth": 1, "num_heads": 1, "drop_path": 0.0}
+
+
+class SimilarityNet(nn.Module):
+    def __init__(self, config: SimilarityConfig) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import VisionTransformer
+
+        self.config = config
+        n = config.crop_px
+        self.vit = VisionTransformer(
+            img_size=(2 * n, n),
+            patch_size=config.patch,
+            in_chans=2,
+            num_classes=1,
+            embed_dim=config.embed_dim,
+            depth=config.depth,
+            num_heads=config.num_heads,
+            drop_path_rate=config.drop_path,
+            global_pool="avg",
+        )
+
+    def forward(self, xray: torch.Tensor, render: torch.Tensor) -> torch.Tensor:
+        """log MASD (B,) from X-ray windows and renderings (B, 2 views, n, n), both standardised."""
+        b, v, n, _ = xray.shape
+        x = torch.stack([xray, render], dim=1)  # (B, 2 channels, 2 views, n, n)
+        return self.vit(x.reshape(b, 2, v * n, n))[:, 0]
+
+    def masd(self, xray: torch.Tensor, render: torch.Tensor) -> torch.Tensor:
+        """Predicted MASD in mm (B,)."""
+        return torch.exp(self.forward(xray, render).clamp(-5.0, 5.0))
+
+
+@dataclass(frozen=True)
+class Window:
+    """A view's window: the crop's own projection and where its pixels lie in the full image."""
+
+    projection: Projection  # of the crop (crop_px × crop_px)
+    centre_uv: np.ndarray  # in the full image's pixels
+    half_px: float  # half the window's side, full image pixels
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per full-image pixel."""
+        return self.projection.image_size[0] / (2.0 * self.half_px)
+
+
+def window(projection: Projection, centre_mm: np.ndarray, config: SimilarityConfig) -> Window:
+    """The window of ``projection`` around the world point ``centre_mm`` (see the module docstring).
+    Crop pixel i has its centre at u = u_c − h + (i + ½)/s (s = crop_px / 2h)."""
+    uv, depth = projection.project(np.asarray(centre_mm, float)[None], return_depth=True)
+    fx = float(abs(projection.K[0, 0]))
+    half = 0.5 * config.crop_mm * fx / float(depth[0])
+    n = config.crop_px
+    s = n / (2.0 * half)
+    (uc, vc) = uv[0]
+    A = np.array([[s, 0.0, s * (half - uc) - 0.5], [0.0, s, s * (half - vc) - 0.5], [0.0, 0.0, 1.0]])
+    du, dv = projection.pixel_spacing_mm
+    crop = Projection(A @ projection.P, (n, n), (du / s, dv / s), projection.isocenter_mm)
+    return Window(crop, uv[0], half)
+
+
+def crop_image(image: np.ndarray, win: Window) -> np.ndarray:
+    """The X-ray resampled on the window's pixels (bilinear after a Gaussian pre-filter of σ = ½
+    source pixels per crop pixel when the window shrinks the image; outside the image: its edge)."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    n = win.projection.image_size[0]
+    step = 1.0 / win.scale  # full-image pixels per crop pixel
+    i = np.arange(n, dtype=float)
+    u = win.centre_uv[0] - win.half_px + (i + 0.5) * step
+    v = win.centre_uv[1] - win.half_px + (i + 0.5) * step
+    vv, uu = np.meshgrid(v, u, indexing="ij")
+    img = np.asarray(image, np.float32)
+    if step > 1.0:
+        # Only the part of the image under the window is filtered (an X-ray may be 2k × 2k).
+        m = int(np.ceil(3 * step)) + 2
+        r0, r1 = max(int(vv.min()) - m, 0), min(int(vv.max()) + m + 1, img.shape[0])
+        c0, c1 = max(int(uu.min()) - m, 0), min(int(uu.max()) + m + 1, img.shape[1])
+        if r1 <= r0 or c1 <= c0:
+            return np.full((n, n), float(img.mean()), np.float32)
+        img = gaussian_filter(img[r0:r1, c0:c1], 0.5 * step, mode="nearest")
+        vv, uu = vv - r0, uu - c0
+    return map_coordinates(img, [vv, uu], order=1, mode="nearest").astype(np.float32)
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation over the last two axes (a flat window stays flat)."""
+    m = x.mean(dim=(-2, -1), keepdim=True)
+    s = x.std(dim=(-2, -1), keepdim=True)
+    return (x - m) / (s + 1e-3 * s.detach().amax().clamp_min(1e-6))
+
+
+def load_similarity(path) -> tuple[SimilarityNet, dict[str, Any]]:
+    """Weights and card (checked against each other), in evaluation mode."""
+    from ..weights import load_checked
+
+    state, card = load_checked(path, CARD_SCHEMA, "similarity")
+    model = SimilarityNet(SimilarityConfig.from_dict(card["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.eval()
+    return model, card

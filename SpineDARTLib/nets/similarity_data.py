@@ -1,0 +1,243 @@
+"""Training samples of the learned similarity from data-engine cases (``spinedart synth``).
+
+For each case, its orthogonal pair and one of its random pairs (seeded), and each vertebra seen
+whole in both views: the *reference* instance is the shape model initialised from the true
+landmarks projected into both views (what the model can reach from perfect evidence), then
+``per_vertebra`` instances around it — pose and shape perturbed by a seeded magnitude that is dense
+near zero and reaches ±15 mm / ±15° / 1.5σ, and one in ten moved by a vertebra's height along the
+column (the neighbour confusion that fits fall into). Each instance's label is its MASD to the
+true mesh; its input is the window of both X-rays (the clean image and, where the case has one,
+the degraded image) and the splat rendering of the instance in the window (:mod:`.similarity`).
+
+MASD here: the mean of the nearest-point distances both ways between 30 000 area-uniform samples
+of each surface (point-to-point, ≈ 0.1 mm above the exact point-to-surface ASSD at this density).
+
+Samples are prepared once per case into a cache folder (one ``.npz`` per case, float16 windows),
+in parallel over cases, and reused by every epoch and by a resumed run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..anatomy.levels import LEVELS
+from ..fit.similarity_net import SimilarityConfig, crop_image, window
+
+MIN_MASK_PIXELS = 200  # a vertebra less visible than this in a view is not a sample
+SURFACE_SAMPLES = 30_000
+MAX_SHIFT_MM = 15.0
+MAX_ANGLE_DEG = 15.0
+MAX_COEFF = 1.5  # σ
+NEIGHBOUR_JUMP = 0.1  # fraction of instances moved by about a vertebra's height along the column
+NEIGHBOUR_MM = (22.0, 34.0)
+DATA_VERSION = 1  # bump when what a sample holds changes: the cache is keyed by it
+
+
+def masd(a_points: np.ndarray, b_points: np.ndarray) -> float:
+    """Symmetric mean nearest-point distance between two dense surface samplings (mm)."""
+    from scipy.spatial import cKDTree
+
+    dab = cKDTree(b_points).query(a_points)[0]
+    dba = cKDTree(a_points).query(b_points)[0]
+    return float(0.5 * (dab.mean() + dba.mean()))
+
+
+def perturb(
+    ref: dict[str, np.ndarray], rng: np.random.Generator, n_modes: int
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One instance around ``ref`` (b, r, t) and the size of what was done to it."""
+    from scipy.spatial.transform import Rotation
+
+    a = rng.uniform() ** 2  # dense near the truth, where the fit ends
+    shift = rng.normal(size=3) * a * MAX_SHIFT_MM / np.sqrt(3)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.radians(MAX_ANGLE_DEG) * a * rng.uniform(-1, 1)
+    b = ref["b"].copy()
+    b[:n_modes] += rng.normal(size=min(n_modes, len(b))) * a * MAX_COEFF / 2
+    jump = 0.0
+    if rng.uniform() < NEIGHBOUR_JUMP:
+        jump = float(rng.choice([-1, 1]) * rng.uniform(*NEIGHBOUR_MM))
+        shift = shift + np.array([0.0, 0.0, jump])  # world is patient RAS: +z is superior
+    r = (Rotation.from_rotvec(axis * angle) * Rotation.from_rotvec(ref["r"])).as_rotvec()
+    how = {"magnitude": float(a), "shift_mm": float(np.linalg.norm(shift)), "angle_deg": float(np.degrees(abs(angle))),
+           "jump_mm": jump}  # fmt: skip
+    return {"b": b, "r": r, "t": ref["t"] + shift}, how
+
+
+def _pairs(doc: dict[str, Any], rng: np.random.Generator) -> list[list[dict[str, Any]]]:
+    by_pair: dict[int, list[dict[str, Any]]] = {}
+    for v in doc["views"]:
+        by_pair.setdefault(int(v.get("pair", 0)), []).append(v)
+    pairs = [p for _, p in sorted(by_pair.items()) if len(p) == 2]
+    if len(pairs) <= 2:
+        return pairs
+    return [pairs[0], pairs[1 + int(rng.integers(len(pairs) - 1))]]
+
+
+def render_windows(model, state: dict[str, np.ndarray], windows, solid=None) -> np.ndarray:
+    """The instance alone rendered into each window: (V, n, n) float32 line integrals."""
+    import torch
+
+    from ..fit.solid import Solid
+    from ..render.renderer import SplatRenderer
+
+    solid = solid or Solid(model)
+    with torch.no_grad():
+        means, _ = solid.place(*(torch.as_tensor(np.asarray(state[k], np.float32)) for k in ("b", "r", "t")))
+        P = torch.as_tensor(np.stack([w.projection.P for w in windows]), dtype=torch.float32)
+        n = windows[0].projection.image_size[0]
+        var = torch.full((len(solid),), solid.variance)
+        res = SplatRenderer().render(means, var, solid.mass, P, (n, n))
+    return res.images.numpy().astype(np.float32)
+
+
+def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, seed: int) -> dict[str, np.ndarray]:
+    """Every sample of one case (see the module docstring)."""
+    import torch
+
+    from ..fit.init import initialise
+    from ..fit.landmarks2d import VertebraEvidence
+    from ..fit.solid import Solid
+    from ..mesh_io import read_mesh
+    from ..ssm.io import model_for_level
+    from ..surface import sample_surface
+    from ..xray import read_xray
+
+    torch.set_num_threads(1)
+    doc = json.loads((case_dir / "case.json").read_text())
+    rng = np.random.default_rng([seed, int(doc.get("seed") or 0), DATA_VERSION])
+    out: dict[str, list] = {k: [] for k in ("xray", "xray_degraded", "render", "masd", "level", "magnitude", "jump")}
+    verts = {v["level"]: v for v in doc["vertebrae"]}
+    models, meshes, solids = {}, {}, {}
+    for pair in _pairs(doc, rng):
+        xr = [read_xray(case_dir / v["image"], case_dir / v["sidecar"]) for v in pair]
+        degraded = [
+            read_xray(case_dir / v["degraded_image"], case_dir / v["sidecar"]).image
+            if v.get("degraded_image")
+            else None
+            for v in pair
+        ]
+        labels = [json.loads((case_dir / v["labels"]).read_text()) for v in pair]
+        seen = [{i["level"]: i for i in lab["instances"] if i["mask_pixels"] >= MIN_MASK_PIXELS} for lab in labels]
+        projections = [x.projection for x in xr]
+        for level, vert in verts.items():
+            if vert.get("truncated") or not all(level in s for s in seen):
+                continue
+            if level not in models:
+                models[level] = model_for_level(level)
+                solids[level] = Solid(models[level])
+                v, f = read_mesh(case_dir / vert["mesh"]["path"])[:2]
+                meshes[level] = sample_surface(v, f, SURFACE_SAMPLES, seed)
+            model = models[level]
+            true_lm = {n: np.asarray(p, float) for n, p in vert["landmarks"].items()}
+            evidence = []
+            for p in projections:
+                ev = VertebraEvidence()
+                ev.landmarks = {n: p.project(x[None])[0] for n, x in true_lm.items() if n in model.annotation_names}
+                evidence.append(ev)
+            init = initialise(model, level, projections, evidence)
+            ref = {"b": init.coeffs, "r": init.rotvec, "t": init.translation}
+            for k in range(per_vertebra):
+                state, how = (ref, {"magnitude": 0.0, "jump_mm": 0.0}) if k == 0 else perturb(ref, rng, 15)
+                points = model.instance(state["b"], state["r"], state["t"])
+                surf = sample_surface(model.surface(points), model.faces, SURFACE_SAMPLES, seed + 1)
+                wins = [window(p, model.centre + state["t"], config) for p in projections]
+                out["render"].append(render_windows(model, state, wins, solids[level]))
+                out["xray"].append(np.stack([crop_image(x.image, w) for x, w in zip(xr, wins, strict=True)]))
+                if all(d is not None for d in degraded):
+                    crops = [crop_image(d, w) for d, w in zip(degraded, wins, strict=True)]
+                    out["xray_degraded"].append(np.stack(crops))
+                out["masd"].append(masd(surf, meshes[level]))
+                out["level"].append(LEVELS.index(level))
+                out["magnitude"].append(how["magnitude"])
+                out["jump"].append(how["jump_mm"] != 0.0)
+    n = config.crop_px
+    arrays = {
+        "xray": np.asarray(out["xray"], np.float16).reshape(-1, 2, n, n),
+        "render": np.asarray(out["render"], np.float16).reshape(-1, 2, n, n),
+        "masd": np.asarray(out["masd"], np.float32),
+        "level": np.asarray(out["level"], np.int64),
+        "magnitude": np.asarray(out["magnitude"], np.float32),
+        "jump": np.asarray(out["jump"], bool),
+    }
+    if out["xray_degraded"] and len(out["xray_degraded"]) == len(out["xray"]):
+        arrays["xray_degraded"] = np.asarray(out["xray_degraded"], np.float16)
+    return arrays
+
+
+def cache_folder(data: Path, config: SimilarityConfig, per_vertebra: int, seed: int) -> Path:
+    key = json.dumps([config.crop_px, config.crop_mm, per_vertebra, seed, DATA_VERSION])
+    return Path(data) / f".similarity-cache-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def _job(args: tuple) -> tuple[str, str | None]:
+    case_dir, path, config, per_vertebra, seed = args
+    from ..atomic import atomic_write_npz
+
+    try:
+        atomic_write_npz(path, prepare_case(case_dir, config, per_vertebra, seed))
+    except Exception as exc:  # a broken case is reported and left out, the others are prepared
+        return str(case_dir), f"{type(exc).__name__}: {exc}"
+    return str(case_dir), None
+
+
+def prepare(
+    data: Path, config: SimilarityConfig, per_vertebra: int = 8, seed: int = 0, workers: int = 1
+) -> tuple[list[Path], list[Path], list[str]]:
+    """(training files, validation files, problems): one cached ``.npz`` per case (made where
+    missing); every tenth case (by case id) is validation, as for the detector."""
+    from ..errors import UserError
+    from .detector_data import case_dirs, is_validation
+
+    cases = case_dirs(data)
+    if not cases:
+        raise UserError("holds no data-engine case (case.json)", "run spinedart synth --out DIR first", data)
+    cache = cache_folder(data, config, per_vertebra, seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs, files = [], []
+    for d in cases:
+        path = cache / f"{d.name}.npz"
+        files.append((d, path))
+        if not path.exists():
+            jobs.append((d, path, config, per_vertebra, seed))
+    problems = []
+    if jobs:
+        print(f"preparing similarity samples of {len(jobs)} cases ({workers} workers)", file=sys.stderr, flush=True)
+        if workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(workers) as pool:
+                results = list(pool.imap_unordered(_job, jobs))
+        else:
+            results = [_job(j) for j in jobs]
+        problems = [f"{c}: {e}" for c, e in results if e]
+        for p in problems:
+            print(f"left out {p}", file=sys.stderr, flush=True)
+    train = [p for d, p in files if p.exists() and not is_validation(d.name)]
+    val = [p for d, p in files if p.exists() and is_validation(d.name)]
+    return train, val, problems
+
+
+def load_cases(files: list[Path], degraded: bool = True) -> dict[str, np.ndarray]:
+    """The samples of ``files`` in one set of arrays; with ``degraded``, each degraded window is an
+    extra sample (the same instance and label)."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xray", "render", "masd", "level", "jump")}
+    for f in files:
+        with np.load(f) as z:
+            if len(z["masd"]) == 0:
+                continue
+            variants = [z["xray"]] + ([z["xray_degraded"]] if degraded and "xray_degraded" in z else [])
+            for x in variants:
+                parts["xray"].append(x)
+                for k in ("render", "masd", "level", "jump"):
+                    parts[k].append(z[k])
+    if not parts["masd"]:
+        return {}
+    return {k: np.concatenate(v) for k, v in parts.items()}

@@ -1,0 +1,228 @@
+"""The learned similarity: windows and crops (geometry), the MASD label, samples from a data-engine
+case, a tiny training run (resumable, same weights), the fit's loss options, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from SpineDARTLib.errors import UserError
+from SpineDARTLib.fit.similarity_net import TINY, SimilarityConfig, crop_image, load_similarity, window
+from SpineDARTLib.fit.terms import bench_method_loss, loss_terms
+from SpineDARTLib.geometry.projection import Projection
+from SpineDARTLib.nets.similarity_data import masd, perturb, prepare_case
+from SpineDARTLib.nets.similarity_train import rank_metrics
+
+CFG = SimilarityConfig(**TINY)
+
+
+def _view() -> Projection:
+    """A 200 × 150 view, 1000 mm source-detector, the isocentre 700 mm from the source."""
+    K = np.array([[1000 / 0.5, 0, 99.5], [0, 1000 / 0.5, 74.5], [0, 0, 1]])
+    R = np.eye(3)
+    t = np.array([0.0, 0.0, 700.0])
+    return Projection(K @ np.hstack([R, t[:, None]]), (200, 150), (0.5, 0.5))
+
+
+def test_window_scales_with_magnification_and_is_centred_on_the_point():
+    p = _view()
+    near, far = np.array([3.0, -2.0, -100.0]), np.array([3.0, -2.0, 100.0])
+    a, b = window(p, near, CFG), window(p, far, CFG)
+    # 96 mm at 600 mm from the source: 96·2000/600 px wide; at 800 mm: 96·2000/800.
+    assert 2 * a.half_px == pytest.approx(96 * 2000 / 600) and 2 * b.half_px == pytest.approx(96 * 2000 / 800)
+    c = (CFG.crop_px - 1) / 2
+    assert np.allclose(a.projection.project(near[None])[0], [c, c], atol=1e-9)
+    # A point 40 mm right of the centre, at its depth, lands 40/96 of the crop away.
+    off = a.projection.project((near + [40.0, 0, 0])[None])[0]
+    assert off[0] - c == pytest.approx(40 / 96 * CFG.crop_px, rel=1e-6)
+
+
+def test_crop_samples_the_image_where_the_window_projects():
+    p = _view()
+    uv0 = np.array([131.3, 60.8])
+    vv, uu = np.mgrid[0:150, 0:200]
+    image = np.exp(-((uu - uv0[0]) ** 2 + (vv - uv0[1]) ** 2) / (2 * 6.0**2)).astype(np.float32)
+    X = p.point_at_depth(uv0[None], 650.0)[0]
+    win = window(p, X + [5.0, 3.0, 0.0], SimilarityConfig(crop_px=64, crop_mm=48.0))
+    crop = crop_image(image, win)
+    expected = win.projection.project(X[None])[0]
+    rows, cols = np.mgrid[0:64, 0:64]
+    w = crop / crop.sum()
+    assert np.allclose([(w * cols).sum(), (w * rows).sum()], expected, atol=0.15)
+    # A window wholly outside the image is flat, not an error.
+    assert np.ptp(crop_image(image, window(p, X + [400.0, 0, 0], CFG))) < 1e-6
+
+
+def test_masd_is_zero_for_the_same_surface_symmetric_and_grows_with_distance():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    a = 10 * a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = 10 * (a / np.linalg.norm(a, axis=1, keepdims=True)) * 1.2  # a sphere 2 mm larger
+    assert masd(a, a) == 0.0
+    assert masd(a, b) == pytest.approx(masd(b, a)) and masd(a, b) == pytest.approx(2.0, abs=0.25)
+    assert masd(a, a + [5.0, 0, 0]) > masd(a, a + [1.0, 0, 0])
+
+
+def test_perturbation_is_seeded_and_bounded():
+    ref = {"b": np.zeros(15), "r": np.zeros(3), "t": np.array([1.0, 2.0, 3.0])}
+    draws = [perturb(ref, np.random.default_rng(7), 15) for _ in range(2)]
+    assert all(np.array_equal(draws[0][0][k], draws[1][0][k]) for k in "brt")
+    rng = np.random.default_rng(1)
+    hows = [perturb(ref, rng, 15)[1] for _ in range(300)]
+    assert max(h["angle_deg"] for h in hows) <= 15.0
+    jumps = [h for h in hows if h["jump_mm"]]
+    assert 0.04 < len(jumps) / 300 < 0.2 and all(22 <= abs(h["jump_mm"]) <= 34 for h in jumps)
+
+
+def test_rank_metrics():
+    true = np.array([1.0, 2.0, 3.0, 4.0])
+    m = rank_metrics(true * 1.1, true)
+    assert m["spearman"] == pytest.approx(1.0) and m["median_rel_error"] == pytest.approx(0.1)
+    assert rank_metrics(true[::-1].copy(), true)["spearman"] == pytest.approx(-1.0)
+
+
+@pytest.fixture(scope="module")
+def samples(synth_set):
+    return prepare_case(synth_set / "a" / "case_0000", CFG, 6, seed=0)
+
+
+def test_samples_of_a_case(samples, synth_set):
+    case = json.loads((synth_set / "a" / "case_0000" / "case.json").read_text())
+    whole = [v for v in case["vertebrae"] if not v["truncated"]]
+    n = len(samples["masd"])
+    assert n % 6 == 0 and 6 <= n <= 6 * len(whole)
+    assert samples["xray"].shape == samples["render"].shape == (n, 2, 32, 32)
+    assert np.isfinite(samples["xray"].astype(float)).all() and (samples["render"].astype(float) > 0).any()
+    ref = samples["masd"][::6]  # each vertebra's first instance: initialised from its true landmarks
+    assert (ref < 1.5).all(), ref
+    # The label grows with the perturbation: the farther drawn, the larger the MASD.
+    moved = np.arange(n) % 6 != 0
+    from scipy.stats import spearmanr
+
+    assert spearmanr(samples["magnitude"][moved] + 3 * samples["jump"][moved], samples["masd"][moved])[0] > 0.5
+    again = prepare_case(synth_set / "a" / "case_0000", CFG, 6, seed=0)
+    assert np.array_equal(again["masd"], samples["masd"])
+
+
+def test_rendering_is_centred_in_its_window(samples):
+    """The instance's own rendering is centred in each view's window, as the fit will draw it."""
+    r = samples["render"].astype(float)[0]
+    rows, cols = np.mgrid[0:32, 0:32]
+    for v in range(2):
+        w = r[v] / r[v].sum()
+        assert np.hypot((w * cols).sum() - 15.5, (w * rows).sum() - 15.5) < 3.0
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(synth_set, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    shutil.copytree(synth_set / "a", root / "data")
+    from SpineDARTLib.cli import main
+
+    base = ["train-similarity", "--data", str(root / "data"), "--size", "tiny", "--epochs", "2", "--batch-size", "4",
+            "--threads", "1", "--per-vertebra", "4"]  # fmt: skip
+    assert main([*base, "--out", str(root / "a.safetensors")]) == 0
+    return root, base
+
+
+def test_tiny_training_resumes_to_the_same_weights(tiny_weights, run_cli):
+    root, base = tiny_weights
+    card = json.loads((root / "a.json").read_text())
+    assert card["schema"] == "spinedart.similarity-card/1" and card["epochs"] == 2 and len(card["history"]) == 2
+    assert card["n_train_samples"] > 0 and [r["seed"] for r in card["data"]["runs"]] == [3]
+    # Interrupted after the first epoch (its checkpoint written), then resumed: the same weights.
+    rc, out, err = run_cli(*base, "--out", root / "b.safetensors", "--stop-after-steps", str(card["steps"] // 2))
+    assert rc == 0 and "continue with --resume" in out and not (root / "b.safetensors").exists()
+    rc, _, err = run_cli(*base, "--out", root / "b.safetensors")
+    assert rc == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli(*base, "--out", root / "b.safetensors", "--resume")
+    assert rc == 0, err
+    wa, _ = load_similarity(root / "a.safetensors")
+    wb, card_b = load_similarity(root / "b.safetensors")
+    for (ka, va), (kb, vb) in zip(wa.state_dict().items(), wb.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert card_b["history"] == card["history"]
+    raw = bytearray((root / "a.safetensors").read_bytes())
+    (root / "t.safetensors").write_bytes(bytes(raw[:-1]) + bytes([raw[-1] ^ 1]))
+    shutil.copy(root / "a.json", root / "t.json")
+    with pytest.raises(UserError, match="do not match"):
+        load_similarity(root / "t.safetensors")
+
+
+def test_prediction_is_differentiable_with_respect_to_the_rendering(tiny_weights):
+    net, _ = load_similarity(tiny_weights[0] / "a.safetensors")
+    x = torch.randn(1, 2, 32, 32)
+    r = torch.randn(1, 2, 32, 32, requires_grad=True)
+    y = net.masd(x, r)
+    y.sum().backward()
+    assert y.shape == (1,) and float(y.detach()) > 0 and r.grad is not None and r.grad.abs().sum() > 0
+
+
+def test_fit_with_the_learned_term(tiny_weights, synth_set):
+    """Every loss option runs the fit; the learned term is in the objective only where asked for."""
+    from SpineDARTLib.bench.accuracy import load_views, model_for
+    from SpineDARTLib.bench.sets import tasks_of
+    from SpineDARTLib.fit import VertebraEvidence, initialise
+    from SpineDARTLib.fit.optimise import FitConfig, FitTarget, FitView, Stage, fit
+
+    task = tasks_of(synth_set / "a" / "case_0000", "ort")[0]
+    _, xrays, labels, _ = load_views(task)
+    model = model_for(task.target)
+    evidence = []
+    for lab in labels:
+        inst = next(i for i in lab["instances"] if i["level"] == task.target)
+        evidence.append(VertebraEvidence({n: np.asarray(r["uv"]) for n, r in inst["landmarks"].items()}))
+    init = initialise(model, task.target, [x.projection for x in xrays], evidence)
+    views = [FitView(x.projection, x.image) for x in xrays]
+    weights = str(tiny_weights[0] / "a.safetensors")
+    seen = {}
+    for loss in ("learned", "mask", "combined"):
+        cfg = FitConfig(stages=(Stage(64, 3.0, 3, 4),), restarts=1, loss=loss, similarity=weights)
+        res = fit([FitTarget(task.target, model, init, evidence, [None, None])], views, cfg)[0]
+        seen[loss] = set().union(*(h.keys() for h in res.history))
+        assert np.isfinite(res.translation).all()
+    assert "learned" in seen["learned"] and "image" not in seen["learned"]
+    assert "learned" not in seen["mask"] and "image" not in seen["mask"]
+    assert {"learned", "image", "mask"} <= seen["combined"]
+    with pytest.raises(UserError, match="similarity weights are missing"):
+        fit([FitTarget(task.target, model, init, evidence, [None, None])], views,
+            FitConfig(loss="learned", similarity=str(tiny_weights[0] / "none.safetensors")))  # fmt: skip
+
+
+def test_loss_names():
+    assert loss_terms("combined") == ("analytic", "mask", "learned")
+    assert loss_terms("mask+learned") == ("mask", "learned")
+    assert bench_method_loss("fit:learned") == ("fit", "learned") and bench_method_loss("ncc") == ("ncc", None)
+    for bad in ("mi", "mask+mask", ""):
+        with pytest.raises(UserError, match="unknown fit loss"):
+            loss_terms(bad)
+    with pytest.raises(UserError, match="--method"):
+        bench_method_loss("fitt")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--epochs", "0"], "positive"),
+        (["--out", "w.pt"], ".safetensors"),
+        (["--workers", "0"], "--workers"),
+    ],
+)
+def test_train_similarity_bad_input(tmp_path, run_cli, args, match):
+    rc, _, err = run_cli("train-similarity", "--data", tmp_path, "--out", tmp_path / "w.safetensors", *args)
+    assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli("train-similarity", "--data", tmp_path, "--out", tmp_path / "w.safetensors")
+    assert rc == 2 and "no data-engine case" in err and len(err.strip().splitlines()) == 1
+
+
+def test_plan_and_bench_refuse_an_unknown_loss(run_cli, tmp_path):
+    rc, _, err = run_cli("bench", "--set", "synthetic-ort", "--method", "fit:mi", "--out", tmp_path / "o")
+    assert rc == 2 and "unknown fit loss" in err and len(err.strip().splitlines()) == 1
+    x = tmp_path / "a.tif"
+    x.write_bytes(b"")
+    rc, _, err = run_cli("plan", "--xray", x, "--xray", x, "--loss", "ncc+mask", "--out", tmp_path / "p")
+    assert rc == 2 and "unknown fit loss" in err and len(err.strip().splitlines()) == 1
