@@ -71,14 +71,19 @@ def perturb(
     return {"b": b, "r": r, "t": ref["t"] + shift}, how
 
 
-def _pairs(doc: dict[str, Any], rng: np.random.Generator) -> list[list[dict[str, Any]]]:
-    by_pair: dict[int, list[dict[str, Any]]] = {}
+def _pairs(doc: dict[str, Any], rng: np.random.Generator) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    """(target level or None, the pair's two views): a synthetic case's orthogonal pair and one
+    random pair; a real case's views are per target (centred on it), each target's first pairs."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for v in doc["views"]:
-        by_pair.setdefault(int(v.get("pair", 0)), []).append(v)
-    pairs = [p for _, p in sorted(by_pair.items()) if len(p) == 2]
-    if len(pairs) <= 2:
-        return pairs
-    return [pairs[0], pairs[1 + int(rng.integers(len(pairs) - 1))]]
+        groups.setdefault((v.get("target") or "", int(v.get("pair", 0))), []).append(v)
+    out = []
+    for target in dict.fromkeys(t for t, _ in groups):
+        pairs = [p for (t, _), p in sorted(groups.items()) if t == target and len(p) == 2]
+        if len(pairs) > 2:
+            pairs = [pairs[0], pairs[1 + int(rng.integers(len(pairs) - 1))]]
+        out += [(target or None, p) for p in pairs]
+    return out
 
 
 def render_windows(model, state: dict[str, np.ndarray], windows, solid=None) -> np.ndarray:
@@ -116,7 +121,7 @@ def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, se
     out: dict[str, list] = {k: [] for k in ("xray", "xray_degraded", "render", "masd", "level", "magnitude", "jump")}
     verts = {v["level"]: v for v in doc["vertebrae"]}
     models, meshes, solids = {}, {}, {}
-    for pair in _pairs(doc, rng):
+    for only, pair in _pairs(doc, rng):
         xr = [read_xray(case_dir / v["image"], case_dir / v["sidecar"]) for v in pair]
         degraded = [
             read_xray(case_dir / v["degraded_image"], case_dir / v["sidecar"]).image
@@ -128,7 +133,7 @@ def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, se
         seen = [{i["level"]: i for i in lab["instances"] if i["mask_pixels"] >= MIN_MASK_PIXELS} for lab in labels]
         projections = [x.projection for x in xr]
         for level, vert in verts.items():
-            if vert.get("truncated") or not all(level in s for s in seen):
+            if vert.get("truncated") or not all(level in s for s in seen) or only not in (None, level):
                 continue
             if level not in models:
                 models[level] = model_for_level(level)
@@ -225,19 +230,24 @@ def prepare(
     return train, val, problems
 
 
-def load_cases(files: list[Path], degraded: bool = True) -> dict[str, np.ndarray]:
-    """The samples of ``files`` in one set of arrays; with ``degraded``, each degraded window is an
-    extra sample (the same instance and label)."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("xray", "render", "masd", "level", "jump")}
+def load_cases(files: list[Path], degraded: str = "extra") -> dict[str, np.ndarray]:
+    """The samples of ``files`` in one set of arrays. ``degraded``: "extra" — each degraded window is
+    one more sample (the same instance and label); "alternative" — kept beside the clean window as
+    ``xray_alt`` (the clean one where a case has none), for training to draw one of the two; "none"."""
+    keys = ("xray", "render", "masd", "level", "jump")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "xray_alt")}
     for f in files:
         with np.load(f) as z:
             if len(z["masd"]) == 0:
                 continue
-            variants = [z["xray"]] + ([z["xray_degraded"]] if degraded and "xray_degraded" in z else [])
+            alt = z.get("xray_degraded")
+            variants = [z["xray"]] + ([alt] if degraded == "extra" and alt is not None else [])
             for x in variants:
                 parts["xray"].append(x)
-                for k in ("render", "masd", "level", "jump"):
+                for k in keys[1:]:
                     parts[k].append(z[k])
+                if degraded == "alternative":
+                    parts["xray_alt"].append(alt if alt is not None else z["xray"])
     if not parts["masd"]:
         return {}
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return {k: np.concatenate(v) for k, v in parts.items() if v}

@@ -2,10 +2,10 @@
 
 Augmentations are exact (they keep the label): each view may be mirrored left-right and up-down
 (a mirrored detector sees the instance and the true vertebra mirrored alike, so their distance is
-unchanged) and the two views may be swapped; the X-ray window gets Gaussian noise. The degraded
-image of a case is an extra sample of the same instance. Validation (every tenth case) reports the
-rank correlation (Spearman) of predicted and true MASD — what a loss needs — and the median
-relative error.
+unchanged) and the two views may be swapped; the X-ray window gets Gaussian noise, and the case's
+degraded image replaces the clean one in half of the draws. Validation (every tenth case, clean
+and degraded windows as two samples) reports the rank correlation (Spearman) of predicted and true
+MASD — what a loss needs — and the median relative error.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def batch_tensors(
     arrays: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(X-ray windows, renderings, log MASD) of samples ``idx``, standardised; augmented with ``rng``."""
-    x = torch.from_numpy(arrays["xray"][idx].astype(np.float32))
+    xray = arrays["xray"][idx]
+    if rng is not None and "xray_alt" in arrays:  # the degraded image of the case, half of the time
+        xray = np.where(rng.uniform(size=len(idx))[:, None, None, None] < 0.5, arrays["xray_alt"][idx], xray)
+    x = torch.from_numpy(xray.astype(np.float32))
     r = torch.from_numpy(arrays["render"][idx].astype(np.float32))
     y = torch.from_numpy(np.log(arrays["masd"][idx].astype(np.float32)))
     if rng is not None:
@@ -104,7 +107,7 @@ def train_similarity(
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     torch.manual_seed(seed)
     train_files, val_files, problems = prepare(data, config, per_vertebra, seed, workers)
-    train, val = load_cases(train_files), load_cases(val_files)
+    train, val = load_cases(train_files, "alternative"), load_cases(val_files)
     if not train:
         raise UserError("holds no training sample (no vertebra seen whole in both views)", "add cases", data)
     model = SimilarityNet(config)
