@@ -1,15 +1,17 @@
 """The learned multi-view similarity (the paper's ViT loss): from both views, how far (MASD, mm) is
 the current model instance from the vertebra in the X-rays?
 
-Input per view: a square window of the X-ray around the instance and the splat rendering of the
-instance alone in the same window, as two channels. The window is the projection of a
+Input per view: a square window of the X-ray around the instance, the splat rendering of the
+instance alone in the same window, and where their edges agree (:func:`gradient_agreement`), as
+three channels. The window is the projection of a
 ``crop_mm``-wide square at the instance's centre, parallel to the detector, resampled to
 ``crop_px`` pixels: its size follows the magnification, so the network sees the vertebra at about
 the same size in every geometry; it is centred on the *current* instance (not differentiated: it
 only says where to look). Each channel is standardised inside the window (X-ray units are
 arbitrary). The two views are stacked one above the other into one (2·crop_px × crop_px) image
 and a ``timm`` Vision Transformer reads both views' patches as one sequence, so attention fuses
-the views from the first layer (position embeddings tell the views apart).
+the views from the first layer (position embeddings tell the views apart); a small convolutional
+stem makes the tokens (``stem="conv"``).
 
 The output is log MASD; :meth:`SimilarityNet.masd` gives mm and is differentiable w.r.t. the
 renderings, so it is a loss for the fit.
@@ -38,6 +40,7 @@ class SimilarityConfig:
     depth: int = 6
     num_heads: int = 3
     drop_path: float = 0.05
+    stem: str = "conv"  # "conv": three stride-2 convolutions before the tokens; "patch": ViT's linear patches
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,19 +51,64 @@ class SimilarityConfig:
 
 
 TINY = {"crop_px": 32, "crop_mm": 96.0, "patch": 8, "embed_dim": 16, "depth": 1, "num_heads": 1, "drop_path": 0.0}
+STEM_STRIDE = 8
+IN_CHANS = 3  # per view: X-ray, rendering, and where their edges agree (see gradient_agreement)
+
+
+def gradient_agreement(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise product of the central-difference gradients of the X-ray and of the rendering
+    (the summand of gradient correlation), standardised; zero on the border.
+
+    Why a derived channel: measured on the training cases, the networks never found this
+    multiplicative interaction themselves — a ViT and a plain CNN on (X-ray, rendering) alone both
+    stayed at the constant predictor (validation ρ 0.1-0.2), while the same CNN with this channel
+    reached validation ρ 0.72 within 300 steps."""
+
+    def grads(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a[..., 1:-1, 2:] - a[..., 1:-1, :-2], a[..., 2:, 1:-1] - a[..., :-2, 1:-1]
+
+    (xu, xv), (ru, rv) = grads(x), grads(r)
+    g = torch.nn.functional.pad(xu * ru + xv * rv, (1, 1, 1, 1))
+    return g / (g.std(dim=(-2, -1), keepdim=True) + 1e-3)
+
+
+def _conv_stem(in_chans: int, embed_dim: int) -> nn.Sequential:
+    """Three 3×3 stride-2 convolutions (BatchNorm, GELU): local edges and their agreement between
+    the X-ray and the rendering are found here. Measured: the same ViT on linear patches trained
+    from scratch on ~7 000 samples stayed at a constant predictor (validation ρ 0.1-0.2 after two
+    epochs); transformers without a convolutional stem are known to need far more data."""
+    widths = [max(8, embed_dim // 6), max(8, embed_dim // 3), max(8, (2 * embed_dim) // 3)]
+    layers: list[nn.Module] = []
+    cin = in_chans
+    for w in widths:
+        layers += [nn.Conv2d(cin, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.GELU()]
+        cin = w
+    return nn.Sequential(*layers)
 
 
 class SimilarityNet(nn.Module):
     def __init__(self, config: SimilarityConfig) -> None:
         super().__init__()
+        from functools import partial
+
+        from timm.layers import HybridEmbed
         from timm.models.vision_transformer import VisionTransformer
 
         self.config = config
         n = config.crop_px
+        extra = {}
+        patch = config.patch
+        if config.stem == "conv":
+            if config.patch % STEM_STRIDE:
+                raise ValueError(f"a conv stem needs a patch size that is a multiple of {STEM_STRIDE}")
+            stem = _conv_stem(IN_CHANS, config.embed_dim)
+            extra["embed_layer"] = partial(HybridEmbed, backbone=stem, feature_ratio=STEM_STRIDE)
+            patch = config.patch // STEM_STRIDE
         self.vit = VisionTransformer(
             img_size=(2 * n, n),
-            patch_size=config.patch,
-            in_chans=2,
+            patch_size=patch,
+            in_chans=IN_CHANS,
+            **extra,
             num_classes=1,
             embed_dim=config.embed_dim,
             depth=config.depth,
@@ -72,8 +120,8 @@ class SimilarityNet(nn.Module):
     def forward(self, xray: torch.Tensor, render: torch.Tensor) -> torch.Tensor:
         """log MASD (B,) from X-ray windows and renderings (B, 2 views, n, n), both standardised."""
         b, v, n, _ = xray.shape
-        x = torch.stack([xray, render], dim=1)  # (B, 2 channels, 2 views, n, n)
-        return self.vit(x.reshape(b, 2, v * n, n))[:, 0]
+        x = torch.stack([xray, render, gradient_agreement(xray, render)], dim=1)  # (B, C, views, n, n)
+        return self.vit(x.reshape(b, IN_CHANS, v * n, n))[:, 0]
 
     def masd(self, xray: torch.Tensor, render: torch.Tensor) -> torch.Tensor:
         """Predicted MASD in mm (B,)."""
