@@ -63,6 +63,10 @@ class LearnedTerm:
 
     def __call__(self, params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Mean predicted MASD (mm) over the instances (differentiable w.r.t. their parameters)."""
+        return self.predict(params).mean()
+
+    def predict(self, params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Predicted MASD (mm) of each instance (N,)."""
         n = self.config.crop_px
         xs, rs = [], []
         for solid, p in zip(self.solids, params, strict=True):
@@ -75,4 +79,4 @@ class LearnedTerm:
             rs.append(self.renderer.render(means, var, solid.mass, P, (n, n)).images)
         x = standardise(torch.as_tensor(np.stack(xs), device=self.device))
         r = standardise(torch.stack(rs))
-        return self.net.masd(x, r).mean()
+        return self.net.masd(x, r)

@@ -3,11 +3,14 @@
 Every instance is drawn as a solid (:class:`.solid.Solid`) into one image per view with the splat
 renderer; the objective sums, per the method:
 
-- ``fit`` (the product): an instance-mask term (1 − soft Dice of each instance's rendered
-  silhouette 1 − exp(−κ∫μ) against its 2-D instance mask, per view where a mask exists), a landmark
-  reprojection term (robust Cauchy loss of the projected model landmarks against the 2-D landmarks,
-  in units of their noise), an image term (1 − gradient correlation of the rendered image with the
-  X-ray inside the instances' region) and a level-conditioned Mahalanobis shape prior;
+- ``fit`` (the product): a landmark reprojection term (robust Cauchy loss of the projected model
+  landmarks against the 2-D landmarks, in units of their noise) and a level-conditioned
+  Mahalanobis shape prior, always; and the image terms named by ``loss`` (:mod:`.terms`; default
+  ``analytic+mask``): ``mask``, an instance-mask term (1 − soft Dice of each instance's rendered
+  silhouette 1 − exp(−κ∫μ) against its 2-D instance mask, per view where a mask exists);
+  ``analytic``, 1 − gradient correlation of the rendered image with the X-ray inside the
+  instances' region; ``learned``, the multi-view network's predicted MASD of each instance
+  (:mod:`.learned`);
 - ``ncc`` (the paper's baseline): 1 − intensity NCC of the rendered image with the X-ray, plus the
   same prior, from the same initialisation.
 
@@ -164,6 +167,7 @@ class _Problem:
         stage: Stage,
         cfg: FitConfig,
         background: torch.Tensor | None = None,
+        drawn_only: bool = False,
     ) -> None:
         self.cfg, self.stage = cfg, stage
         self.device = dev = torch.device(cfg.device)
@@ -202,7 +206,7 @@ class _Problem:
         self.roi = None
         self.terms = loss_terms(cfg.loss) if cfg.method == "fit" else ()
         self.learned = None
-        if "learned" in self.terms:
+        if "learned" in self.terms and not drawn_only:  # instances only drawn need no network
             from .learned import LearnedTerm
 
             images, projections = [v.image for v in views], [v.projection for v in views]
@@ -375,6 +379,8 @@ def _verdict(
         params = _params(states, prob.device)
         _, _, res = prob.loss(params)
         sil = res.silhouettes(cfg.kappa)
+        # Reported, not judged: the network's MASD is not calibrated as a pass/fail threshold.
+        predicted = prob.learned.predict(params).tolist() if prob.learned is not None else None
     for i, (t, s) in enumerate(zip(targets, states, strict=True)):
         checks: dict[str, Any] = {}
         fails = []
@@ -401,6 +407,8 @@ def _verdict(
                 fails.append(f"silhouette Dice {min(dices):.2f} < {cfg.min_silhouette_dice:g}")
         if not errs and not dices:
             fails.append("no landmarks or instance masks to verify the fit against")
+        if predicted is not None:
+            checks["predicted_masd_mm"] = round(float(predicted[i]), 3)
         b_level = np.asarray(t.model.level_mean_coeffs.get(t.level, np.zeros(t.model.n_modes)))
         maha = float(np.linalg.norm(s["b"] - b_level))
         limit = cfg.max_mahalanobis or _chi_threshold(t.model.n_modes)
@@ -447,7 +455,7 @@ def fit(
         fixed = [i for i in range(len(targets)) if i not in active]
         background = None
         if fixed:
-            held = _Problem([targets[i] for i in fixed], views, stage, cfg)
+            held = _Problem([targets[i] for i in fixed], views, stage, cfg, drawn_only=True)
             background = held.render_fixed([states[i] for i in fixed])
         prob = _Problem([targets[i] for i in active], views, stage, cfg, background)
         sub = [states[i] for i in active]
