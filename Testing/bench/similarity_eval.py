@@ -9,7 +9,7 @@ For every case folder (data-engine or real; never one the network was trained on
 landmarks, clean and degraded windows) → Spearman ρ of predicted vs true MASD, median relative
 error. Then the descent check: per vertebra (up to ``--descent`` of them), a start exactly 5 mm
 and 5° off the reference (seeded directions), 40 Adam steps on the predicted MASD alone (pose and
-the first 5 shape modes) → true MASD before and after; the same starts descended on 1 − gradient
+the first ``--modes`` shape modes, default 5) → true MASD before and after; the same starts descended on 1 − gradient
 correlation (the analytic term, same steps) as the baseline.
 """
 
@@ -113,7 +113,7 @@ def _gc_objective(model, xr, start, size: int = 256, margin_px: int = 20):
     return objective
 
 
-def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generator) -> list[dict]:
+def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generator, modes: int = 5) -> list[dict]:
     from SpineDARTLib.mesh_io import read_mesh
     from SpineDARTLib.surface import sample_surface
     from SpineDARTLib.xray import read_xray
@@ -139,8 +139,8 @@ def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generato
             gt = sample_surface(v, f, SURFACE_SAMPLES, 0)
             start = _start(ref, rng)
             term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], weights, "cpu")
-            learned = _descend(lambda p, term=term: term([p]), start)
-            analytic = _descend(_gc_objective(model, xr, start), start)
+            learned = _descend(lambda p, term=term: term([p]), start, modes)
+            analytic = _descend(_gc_objective(model, xr, start), start, modes)
             rows.append({"case": case_dir.name, "level": level,
                          "masd_ref": _true_masd(model, ref, gt, 1), "masd_start": _true_masd(model, start, gt, 1),
                          "masd_learned": _true_masd(model, learned, gt, 1),
@@ -157,13 +157,15 @@ def main() -> int:
     ap.add_argument("--per-vertebra", type=int, default=8)
     ap.add_argument("--descent", type=int, default=12, help="vertebrae of the descent check (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--modes", type=int, default=5, help="shape modes free in the descent (0: pose only)")
+    ap.add_argument("--no-rank", action="store_true", help="only the descent check")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     model, card = load_similarity(a.weights)
     rng = np.random.default_rng(a.seed)
-    report = {"weights_sha256": card["weights_sha256"], "seed": a.seed, "sets": {}, "descent": []}
+    report = {"weights_sha256": card["weights_sha256"], "seed": a.seed, "modes": a.modes, "sets": {}, "descent": []}
     t0 = time.perf_counter()
-    for case in a.cases:
+    for case in [] if a.no_rank else a.cases:
         arrays = prepare_case(case, model.config, a.per_vertebra, a.seed)
         if len(arrays["masd"]) == 0:
             continue
@@ -179,7 +181,7 @@ def main() -> int:
     for case in a.cases:
         if left <= 0:
             break
-        rows = descent_check(a.weights, case, left, rng)
+        rows = descent_check(a.weights, case, left, rng, a.modes)
         report["descent"] += rows
         left -= len(rows)
     d = report["descent"]
