@@ -8,9 +8,7 @@ time, validation curve).
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,9 @@ from .detector import Detector, DetectorConfig, instance_mask_logits
 from .detector_data import DetectorDataset, collate, prepare
 from .training import (
     check_fresh,
-    cosine_lr,
     data_summary,
     load_checked,
-    load_checkpoint,
-    save_checkpoint,
+    run_epochs,
     save_weights,
 )
 
@@ -180,58 +176,23 @@ def train_detector(
         raise UserError("holds no training view (every case fell in the validation split)", "add cases", data)
     model = Detector(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, config.to_dict(), seed)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        # Stochastic depth draws from torch's generator: continue its stream where the run stopped.
-        torch.set_rng_state(ck["torch_rng"])
-        say(f"resuming after epoch {state['epoch']} ({state['step']} steps)")
     train_set = DetectorDataset(train_files, config, augment=True, seed=seed)
     val_loader = torch.utils.data.DataLoader(
         DetectorDataset(val_files, config), batch_size=batch_size, shuffle=False, collate_fn=collate
     )
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    total = epochs * steps_per_epoch  # the schedule's length, whatever stops the run early
-    warmup = min(200, max(1, total // 10))
-    model.train()
-    stopped = False
-    while state["epoch"] < epochs and not stopped:
-        t0 = time.perf_counter()
-        epoch = state["epoch"]
-        train_set.epoch = epoch
-        order = np.random.default_rng([seed, epoch]).permutation(len(train_set))
-        running = []
-        for k in range(steps_per_epoch):
-            if stop_after_steps is not None and state["step"] >= stop_after_steps:
-                stopped = True  # as if interrupted: this epoch's steps are lost, --resume redoes it
-                break
-            images, samples, tgts = collate([train_set[int(i)] for i in order[k * batch_size : (k + 1) * batch_size]])
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(state["step"], total, lr, warmup)
-            loss, _parts = detector_loss(model(images), samples, tgts, config)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            state["step"] += 1
-            running.append(float(loss.detach()))
-            if k % 10 == 0 or k == steps_per_epoch - 1:
-                say(f"epoch {epoch + 1}/{epochs} [{k + 1}/{steps_per_epoch}] loss {np.mean(running[-10:]):.3f}")
-        if stopped:
-            break
-        metrics = validation_metrics(model, val_loader, config) if val_files else {}
-        state["epoch"] += 1
-        state["seconds"] += time.perf_counter() - t0
-        state["history"].append({"epoch": state["epoch"], "train_loss": float(np.mean(running)), **metrics})
-        say(f"epoch {state['epoch']}: " + ", ".join(f"{k} {v:.3f}" for k, v in state["history"][-1].items()))
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                "config": config.to_dict(), "seed": seed, "torch_rng": torch.get_rng_state()}  # fmt: skip
-        save_checkpoint(ckpt_path, ckpt)
-    if state["epoch"] < epochs:
-        say(f"stopped after epoch {state['epoch']} of {epochs}: continue with --resume")
+
+    def loss_of(idx: np.ndarray, _rng: np.random.Generator, epoch: int) -> torch.Tensor:
+        train_set.epoch = epoch  # the dataset draws its augmentation from (seed, epoch, sample)
+        images, samples, tgts = collate([train_set[int(i)] for i in idx])
+        return detector_loss(model(images), samples, tgts, config)[0]
+
+    def validate() -> dict[str, float]:
+        return validation_metrics(model, val_loader, config) if val_files else {}
+
+    state, finished = run_epochs(model, opt, loss_of, validate, n_samples=len(train_set), ckpt_path=ckpt_path,
+                                 config=config.to_dict(), seed=seed, resume=resume, epochs=epochs,
+                                 batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say)  # fmt: skip
+    if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     digest = save_weights(model, out)
     card = {

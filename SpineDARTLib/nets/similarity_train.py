@@ -10,9 +10,7 @@ MASD — what a loss needs — and the median relative error.
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,8 @@ from ..fit.similarity_net import CARD_SCHEMA, SimilarityConfig, SimilarityNet, s
 from .similarity_data import load_cases, prepare
 from .training import (
     check_fresh,
-    cosine_lr,
     data_summary,
-    load_checkpoint,
-    save_checkpoint,
+    run_epochs,
     save_weights,
 )
 
@@ -112,54 +108,20 @@ def train_similarity(
         raise UserError("holds no training sample (no vertebra seen whole in both views)", "add cases", data)
     model = SimilarityNet(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, config.to_dict(), seed)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        torch.set_rng_state(ck["torch_rng"])  # stochastic depth continues its stream
-        say(f"resuming after epoch {state['epoch']} ({state['step']} steps)")
+
+    def loss_of(idx: np.ndarray, rng: np.random.Generator, _epoch: int) -> torch.Tensor:
+        x, r, y = batch_tensors(train, idx, rng)
+        return (model(x, r) - y).abs().mean()
+
+    def validate() -> dict[str, float]:
+        return {f"val_{k}": v for k, v in rank_metrics(predict(model, val), val["masd"]).items()} if val else {}
+
     n = len(train["masd"])
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
-    warmup = min(200, max(1, total // 10))
-    stopped = False
-    while state["epoch"] < epochs and not stopped:
-        t0 = time.perf_counter()
-        epoch = state["epoch"]
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(n)
-        model.train()
-        running = []
-        for k in range(steps_per_epoch):
-            if stop_after_steps is not None and state["step"] >= stop_after_steps:
-                stopped = True  # as if interrupted: this epoch's steps are lost, --resume redoes it
-                break
-            x, r, y = batch_tensors(train, order[k * batch_size : (k + 1) * batch_size], rng)
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(state["step"], total, lr, warmup)
-            loss = (model(x, r) - y).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            state["step"] += 1
-            running.append(float(loss.detach()))
-            if k % 20 == 0 or k == steps_per_epoch - 1:
-                say(f"epoch {epoch + 1}/{epochs} [{k + 1}/{steps_per_epoch}] L1(log MASD) {np.mean(running[-20:]):.3f}")
-        if stopped:
-            break
-        metrics = {f"val_{k}": v for k, v in rank_metrics(predict(model, val), val["masd"]).items()} if val else {}
-        state["epoch"] += 1
-        state["seconds"] += time.perf_counter() - t0
-        state["history"].append({"epoch": state["epoch"], "train_l1_log": float(np.mean(running)), **metrics})
-        say(f"epoch {state['epoch']}: " + ", ".join(f"{k} {v:.3f}" for k, v in state["history"][-1].items()))
-        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                "config": config.to_dict(), "seed": seed, "torch_rng": torch.get_rng_state()}  # fmt: skip
-        save_checkpoint(ckpt_path, ckpt)
-    if state["epoch"] < epochs:
-        say(f"stopped after epoch {state['epoch']} of {epochs}: continue with --resume")
+    state, finished = run_epochs(model, opt, loss_of, validate, n_samples=n, ckpt_path=ckpt_path,
+                                 config=config.to_dict(), seed=seed, resume=resume, epochs=epochs,
+                                 batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say,
+                                 label="l1_log", log_every=20)  # fmt: skip
+    if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     digest = save_weights(model, out)
     card = {

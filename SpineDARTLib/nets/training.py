@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..atomic import atomic_path
@@ -19,7 +22,7 @@ from ..errors import UserError
 from ..weights import load_checked, save_weights
 
 __all__ = ["check_fresh", "cosine_lr", "data_summary", "load_checked", "load_checkpoint", "save_checkpoint",
-           "save_weights"]  # fmt: skip
+           "save_weights", "run_epochs"]  # fmt: skip
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -64,3 +67,73 @@ def data_summary(data: Path) -> dict[str, Any]:
         kinds[case.get("kind", "?")] = kinds.get(case.get("kind", "?"), 0) + 1
     return {"folder": str(data), "runs": runs, "n_cases": sum(kinds.values()), "kinds": kinds,
             "case_seed_min": min(seeds, default=None), "case_seed_max": max(seeds, default=None)}  # fmt: skip
+
+
+def run_epochs(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_of: Callable[[np.ndarray, np.random.Generator, int], torch.Tensor],
+    validate: Callable[[], dict[str, float]],
+    *,
+    n_samples: int,
+    ckpt_path: Path,
+    config: dict[str, Any],
+    seed: int,
+    resume: bool,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    stop_after_steps: int | None,
+    say: Callable[[str], None],
+    label: str = "loss",
+    log_every: int = 10,
+) -> tuple[dict[str, Any], bool]:
+    """The epoch loop every trainer runs: resume from the checkpoint, shuffle per epoch (seeded by
+    (seed, epoch); the generator is handed on to ``loss_of(indices, rng, epoch)`` for augmentation),
+    cosine schedule with warm-up, clipped AdamW steps, ``validate()`` and a checkpoint after every
+    epoch. Returns (state, finished); a run stopped by ``stop_after_steps`` (as an interruption
+    would, losing the epoch's steps) is not finished."""
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, config, seed)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        # Stochastic depth draws from torch's generator: continue its stream where the run stopped.
+        torch.set_rng_state(ck["torch_rng"])
+        say(f"resuming after epoch {state['epoch']} ({state['step']} steps)")
+    steps_per_epoch = math.ceil(n_samples / batch_size)
+    total = epochs * steps_per_epoch  # the schedule's length, whatever stops the run early
+    warmup = min(200, max(1, total // 10))
+    while state["epoch"] < epochs:
+        t0 = time.perf_counter()
+        epoch = state["epoch"]
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(n_samples)
+        model.train()
+        running = []
+        for k in range(steps_per_epoch):
+            if stop_after_steps is not None and state["step"] >= stop_after_steps:
+                say(f"stopped after epoch {state['epoch']} of {epochs}: continue with --resume")
+                return state, False
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(state["step"], total, lr, warmup)
+            loss = loss_of(order[k * batch_size : (k + 1) * batch_size], rng, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            state["step"] += 1
+            running.append(float(loss.detach()))
+            if k % log_every == 0 or k == steps_per_epoch - 1:
+                recent = np.mean(running[-log_every:])
+                say(f"epoch {epoch + 1}/{epochs} [{k + 1}/{steps_per_epoch}] {label} {recent:.3f}")
+        metrics = validate()
+        state["epoch"] += 1
+        state["seconds"] += time.perf_counter() - t0
+        state["history"].append({"epoch": state["epoch"], f"train_{label}": float(np.mean(running)), **metrics})
+        say(f"epoch {state['epoch']}: " + ", ".join(f"{k} {v:.3f}" for k, v in state["history"][-1].items()))
+        ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state, "config": config,
+                "seed": seed, "torch_rng": torch.get_rng_state()}  # fmt: skip
+        save_checkpoint(ckpt_path, ckpt)
+    return state, True
