@@ -18,16 +18,14 @@ import torch
 from torch.nn import functional
 
 from ..anatomy.landmarks import LANDMARKS
-from ..atomic import atomic_write_json
 from ..errors import UserError
 from .detector import Detector, DetectorConfig, instance_mask_logits
 from .detector_data import DetectorDataset, collate, prepare
 from .training import (
     check_fresh,
-    data_summary,
     load_checked,
     run_epochs,
-    save_weights,
+    write_card,
 )
 
 CARD_SCHEMA = "spinedart.detector-card/1"
@@ -194,26 +192,9 @@ def train_detector(
                                  batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say)  # fmt: skip
     if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
-    digest = save_weights(model, out)
-    card = {
-        "schema": CARD_SCHEMA,
-        "weights": out.name,
-        "weights_sha256": digest,
-        "config": config.to_dict(),
-        "seed": seed,
-        "command": command,
-        "data": data_summary(data),
-        "n_train_views": len(train_files),
-        "n_validation_views": len(val_files),
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "batch_size": batch_size,
-        "lr": lr,
-        "train_seconds": round(state["seconds"], 1),
-        "history": state["history"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    atomic_write_json(out.with_suffix(".json"), card)
+    card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
+                      n_train_views=len(train_files), n_validation_views=len(val_files), batch_size=batch_size,
+                      lr=lr)  # fmt: skip
     return card
 
 

@@ -18,15 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import atomic_write_json
 from ..errors import UserError
 from ..fit.similarity_net import CARD_SCHEMA, SimilarityConfig, SimilarityNet, standardise
 from .similarity_data import load_cases, prepare
 from .training import (
     check_fresh,
-    data_summary,
     run_epochs,
-    save_weights,
+    write_card,
 )
 
 NOISE_MAX = 0.3  # standard deviations of the standardised X-ray window
@@ -123,27 +121,9 @@ def train_similarity(
                                  label="l1_log", log_every=20)  # fmt: skip
     if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
-    digest = save_weights(model, out)
-    card = {
-        "schema": CARD_SCHEMA,
-        "weights": out.name,
-        "weights_sha256": digest,
-        "config": config.to_dict(),
-        "seed": seed,
-        "command": command,
-        "data": data_summary(data),
-        "samples_per_vertebra": per_vertebra,
-        "n_train_samples": n,
-        "n_validation_samples": len(val["masd"]) if val else 0,
-        "left_out_cases": problems,
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "batch_size": batch_size,
-        "lr": lr,
-        "train_seconds": round(state["seconds"], 1),
-        "history": state["history"],
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "output": "log MASD (mm) of the instance to the true vertebra; MASD = exp(output)",
-    }
-    atomic_write_json(out.with_suffix(".json"), card)
+    card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
+                      samples_per_vertebra=per_vertebra, n_train_samples=n,
+                      n_validation_samples=len(val["masd"]) if val else 0, left_out_cases=problems,
+                      batch_size=batch_size, lr=lr,
+                      output="log MASD (mm) of the instance to the true vertebra; MASD = exp(output)")  # fmt: skip
     return card

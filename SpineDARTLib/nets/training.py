@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..weights import load_checked, save_weights
 
 __all__ = ["check_fresh", "cosine_lr", "data_summary", "load_checked", "load_checkpoint", "save_checkpoint",
-           "save_weights", "run_epochs"]  # fmt: skip
+           "save_weights", "run_epochs", "write_card"]  # fmt: skip
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -137,3 +137,25 @@ def run_epochs(
                 "seed": seed, "torch_rng": torch.get_rng_state()}  # fmt: skip
         save_checkpoint(ckpt_path, ckpt)
     return state, True
+
+
+def write_card(
+    schema: str,
+    model: torch.nn.Module,
+    out: Path,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    data: Path,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Save the weights and their model card (what every card holds, then the trainer's ``fields``:
+    seed, command, batch size, learning rate, sample counts ...); returns the card."""
+    from ..atomic import atomic_write_json
+
+    digest = save_weights(model, out)
+    card = {"schema": schema, "weights": out.name, "weights_sha256": digest, "config": config,
+            "data": data_summary(data), **fields, "epochs": state["epoch"], "steps": state["step"],
+            "train_seconds": round(state["seconds"], 1), "history": state["history"],
+            "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    atomic_write_json(out.with_suffix(".json"), card)
+    return card
