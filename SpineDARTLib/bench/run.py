@@ -21,6 +21,7 @@ import numpy as np
 from ..anatomy.levels import LEVELS
 from ..atomic import atomic_write_json
 from ..errors import UserError
+from ..fit.terms import uses_learned
 from ..geometry.perturb import Miscalibration
 from ..provenance import provenance, sha256_file
 from .accuracy import gt_ceiling, read_records, write_record
@@ -239,6 +240,12 @@ def run_benchmark(
     rec_path = out / "records.jsonl"
     done = read_records(rec_path)
     sha = detector_card["weights_sha256"] if detector_card else None
+    # Records of a learned loss were made with one set of similarity weights: others are refitted.
+    sim_sha = None
+    if any(uses_learned(m) for m in methods):
+        from ..fit.learned import load_network
+
+        sim_sha = load_network(None)[1]["weights_sha256"]
 
     def made_as_wanted(r: dict[str, Any] | None, method: str) -> bool:
         # Records from before the planner existed have no plan; those of another rasteriser (before
@@ -246,8 +253,10 @@ def run_benchmark(
         # failed to make are retried.
         if r is None or r.get("seed") != seed or "plan" not in r or r.get("error"):
             return False
-        made = r.get("render_mode", "patch"), r.get("init", "gt-noisy"), r.get("detector_sha"), r.get("miscalibration")
-        return made == (render_mode, init, sha if init == "auto" or method == "geoplan" else None, wrong)
+        made = (r.get("render_mode", "patch"), r.get("init", "gt-noisy"), r.get("detector_sha"),
+                r.get("miscalibration"), r.get("similarity_sha"))  # fmt: skip
+        wanted_sha = sha if init == "auto" or method == "geoplan" else None
+        return made == (render_mode, init, wanted_sha, wrong, sim_sha if uses_learned(method) else None)
 
     todo = [(t, m) for t in tasks for m in methods if not made_as_wanted(done.get((t.key, m)), m)]
     weights_arg = str(weights) if detector_card else None
@@ -255,6 +264,7 @@ def run_benchmark(
     for k, ((task, method), r) in enumerate(runs, 1):
         r["seed"], r["render_mode"], r["init"], r["miscalibration"] = seed, render_mode, init, wrong
         r["detector_sha"] = sha if init == "auto" or method == "geoplan" else None
+        r["similarity_sha"] = sim_sha if uses_learned(method) else None
         sep = separation_deg(task)
         r["pairs"] = "ort" if "ort-" in task.views[0] else "random" if sep is None else "separation"
         if sep is not None:

@@ -275,3 +275,24 @@ def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
             after.append(_distance(model, ref, p, ref_pts))
     before, after = np.array(before), np.array(after)
     assert (after < before).mean() >= 5 / 6 and np.median(after) < 0.6 * np.median(before), (before, after)
+
+
+def test_bench_reruns_learned_records_of_other_weights(tmp_path, run_cli):
+    """``bench --method fit:learned`` records the similarity weights it used; a resumed run keeps
+    them while the weights are the same and refits them when they are not."""
+    args = ["bench", "--set", "synthetic-ort", "--n", "1", "--seed", "1000000", "--method", "fit:learned",
+            "--work", tmp_path / "w", "--out", tmp_path / "o"]  # fmt: skip
+    rc, _, err = run_cli(*args)
+    assert rc == 0, err
+    rec_path = tmp_path / "o" / "records.jsonl"
+    rec = json.loads(rec_path.read_text().splitlines()[-1])
+    from SpineDARTLib.fit.learned import load_network
+
+    assert rec["method"] == "fit:learned" and rec["similarity_sha"] == load_network(None)[1]["weights_sha256"]
+    assert "predicted_masd_mm" in rec["checks"]
+    rc, _, err = run_cli(*args)
+    assert rc == 0 and "1/1" not in err  # nothing refitted
+    rec["similarity_sha"] = "0" * 64
+    rec_path.write_text(json.dumps(rec) + "\n")
+    rc, _, err = run_cli(*args)
+    assert rc == 0 and "1/1" in err and "fit:learned" in err
