@@ -48,6 +48,17 @@ def load_network(path: str | Path | None):
     return _load(str(p.resolve()))
 
 
+def render_in_windows(solid: Solid, p: dict[str, torch.Tensor], windows, renderer: SplatRenderer) -> torch.Tensor:
+    """The instance alone (every render point of ``solid`` at pose/shape ``p``) rendered into each
+    window: (V, n, n) line integrals, differentiable w.r.t. ``p``. Training samples are drawn the
+    same way, so the network sees at fit time what it learned from."""
+    P = torch.as_tensor(np.stack([w.projection.P for w in windows]), dtype=torch.float32, device=solid.mean.device)
+    n = windows[0].projection.image_size[0]
+    means, _ = solid.place(p["b"], p["r"], p["t"])
+    var = torch.full((len(solid),), solid.variance, device=solid.mean.device)
+    return renderer.render(means, var, solid.mass, P, (n, n)).images
+
+
 class LearnedTerm:
     """Predicted MASD of instances of ``models`` in ``views`` (images + projections, full resolution)."""
 
@@ -67,16 +78,12 @@ class LearnedTerm:
 
     def predict(self, params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Predicted MASD (mm) of each instance (N,)."""
-        n = self.config.crop_px
         xs, rs = [], []
         for solid, p in zip(self.solids, params, strict=True):
             centre = solid.centre.detach().cpu().numpy() + p["t"].detach().cpu().numpy()
             wins = [window(proj, centre, self.config) for proj in self.projections]
             xs.append(np.stack([crop_image(im, w) for im, w in zip(self.images, wins, strict=True)]))
-            P = torch.as_tensor(np.stack([w.projection.P for w in wins]), dtype=torch.float32, device=self.device)
-            means, _ = solid.place(p["b"], p["r"], p["t"])
-            var = torch.full((len(solid),), solid.variance, device=self.device)
-            rs.append(self.renderer.render(means, var, solid.mass, P, (n, n)).images)
+            rs.append(render_in_windows(solid, p, wins, self.renderer))
         x = standardise(torch.as_tensor(np.stack(xs), device=self.device))
         r = standardise(torch.stack(rs))
         return self.net.masd(x, r)

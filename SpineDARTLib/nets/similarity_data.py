@@ -90,25 +90,36 @@ def render_windows(model, state: dict[str, np.ndarray], windows, solid=None) -> 
     """The instance alone rendered into each window: (V, n, n) float32 line integrals."""
     import torch
 
+    from ..fit.learned import render_in_windows
     from ..fit.solid import Solid
     from ..render.renderer import SplatRenderer
 
-    solid = solid or Solid(model)
+    p = {k: torch.as_tensor(np.asarray(state[k], np.float32)) for k in ("b", "r", "t")}
     with torch.no_grad():
-        means, _ = solid.place(*(torch.as_tensor(np.asarray(state[k], np.float32)) for k in ("b", "r", "t")))
-        P = torch.as_tensor(np.stack([w.projection.P for w in windows]), dtype=torch.float32)
-        n = windows[0].projection.image_size[0]
-        var = torch.full((len(solid),), solid.variance)
-        res = SplatRenderer().render(means, var, solid.mass, P, (n, n))
-    return res.images.numpy().astype(np.float32)
+        images = render_in_windows(solid or Solid(model), p, windows, SplatRenderer())
+    return images.numpy().astype(np.float32)
+
+
+def reference_instance(model, level: str, projections, landmarks: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The instance the shape model reaches from perfect evidence: initialised from the vertebra's
+    true 3-D landmarks projected into both views (state dict b, r, t)."""
+    from ..fit.init import initialise
+    from ..fit.landmarks2d import VertebraEvidence
+
+    evidence = [
+        VertebraEvidence(
+            {n: p.project(np.asarray(x, float)[None])[0] for n, x in landmarks.items() if n in model.annotation_names}
+        )
+        for p in projections
+    ]
+    init = initialise(model, level, projections, evidence)
+    return {"b": init.coeffs, "r": init.rotvec, "t": init.translation}
 
 
 def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, seed: int) -> dict[str, np.ndarray]:
     """Every sample of one case (see the module docstring)."""
     import torch
 
-    from ..fit.init import initialise
-    from ..fit.landmarks2d import VertebraEvidence
     from ..fit.solid import Solid
     from ..mesh_io import read_mesh
     from ..ssm.io import model_for_level
@@ -141,14 +152,7 @@ def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, se
                 v, f = read_mesh(case_dir / vert["mesh"]["path"])[:2]
                 meshes[level] = sample_surface(v, f, SURFACE_SAMPLES, seed)
             model = models[level]
-            true_lm = {n: np.asarray(p, float) for n, p in vert["landmarks"].items()}
-            evidence = []
-            for p in projections:
-                ev = VertebraEvidence()
-                ev.landmarks = {n: p.project(x[None])[0] for n, x in true_lm.items() if n in model.annotation_names}
-                evidence.append(ev)
-            init = initialise(model, level, projections, evidence)
-            ref = {"b": init.coeffs, "r": init.rotvec, "t": init.translation}
+            ref = reference_instance(model, level, projections, vert["landmarks"])
             for k in range(per_vertebra):
                 state, how = (ref, {"magnitude": 0.0, "jump_mm": 0.0}) if k == 0 else perturb(ref, rng, 15)
                 points = model.instance(state["b"], state["r"], state["t"])

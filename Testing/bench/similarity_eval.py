@@ -32,7 +32,13 @@ from SpineDARTLib.fit.learned import LearnedTerm  # noqa: E402
 from SpineDARTLib.fit.similarity import gradient_correlation  # noqa: E402
 from SpineDARTLib.fit.similarity_net import load_similarity  # noqa: E402
 from SpineDARTLib.fit.solid import Solid  # noqa: E402
-from SpineDARTLib.nets.similarity_data import SURFACE_SAMPLES, load_cases, masd, prepare_case  # noqa: E402
+from SpineDARTLib.nets.similarity_data import (  # noqa: E402
+    SURFACE_SAMPLES,
+    load_cases,
+    masd,
+    prepare_case,
+    reference_instance,
+)
 from SpineDARTLib.nets.similarity_train import predict, rank_metrics  # noqa: E402
 from SpineDARTLib.render.renderer import SplatRenderer  # noqa: E402
 
@@ -40,20 +46,12 @@ STEPS = 40
 
 
 def _reference(case_dir: Path, level: str, views):
-    from SpineDARTLib.fit.init import initialise
-    from SpineDARTLib.fit.landmarks2d import VertebraEvidence
     from SpineDARTLib.ssm.io import model_for_level
 
     doc = json.loads((case_dir / "case.json").read_text())
     vert = next(v for v in doc["vertebrae"] if v["level"] == level)
     model = model_for_level(level)
-    evidence = []
-    for x in views:
-        ev = VertebraEvidence()
-        ev.landmarks = {n: x.projection.project(np.asarray(p, float)[None])[0] for n, p in vert["landmarks"].items()}
-        evidence.append(ev)
-    init = initialise(model, level, [x.projection for x in views], evidence)
-    return model, {"b": init.coeffs, "r": init.rotvec, "t": init.translation}, vert
+    return model, reference_instance(model, level, [x.projection for x in views], vert["landmarks"]), vert
 
 
 def _start(ref, rng):

@@ -14,7 +14,7 @@ from SpineDARTLib.errors import UserError
 from SpineDARTLib.fit.similarity_net import TINY, SimilarityConfig, crop_image, load_similarity, window
 from SpineDARTLib.fit.terms import bench_method_loss, loss_terms
 from SpineDARTLib.geometry.projection import Projection
-from SpineDARTLib.nets.similarity_data import masd, perturb, prepare_case
+from SpineDARTLib.nets.similarity_data import masd, perturb, prepare_case, reference_instance
 from SpineDARTLib.nets.similarity_train import rank_metrics
 
 CFG = SimilarityConfig(**TINY)
@@ -230,7 +230,7 @@ def test_plan_and_bench_refuse_an_unknown_loss(run_cli, tmp_path):
 
 def _distance(model, ref, p, ref_pts) -> float:
     """Mean surface-point distance (mm) of the instance with pose ``p`` from the reference's."""
-    pts = model.surface(model.instance(ref.coeffs, p["r"].detach().numpy(), p["t"].detach().numpy()))
+    pts = model.surface(model.instance(ref["b"], p["r"].detach().numpy(), p["t"].detach().numpy()))
     return float(np.linalg.norm(pts - ref_pts, axis=1).mean())
 
 
@@ -240,7 +240,6 @@ def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
     the shipped network's predicted MASD alone."""
     from scipy.spatial.transform import Rotation
 
-    from SpineDARTLib.fit import VertebraEvidence, initialise
     from SpineDARTLib.fit.learned import LearnedTerm, default_weights
     from SpineDARTLib.resources import demo_case_dir
     from SpineDARTLib.ssm.io import model_for_level
@@ -253,17 +252,15 @@ def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
     before, after = [], []
     for level in ("L1", "L2", "L3"):
         model = model_for_level(level)
-        lm = {n: np.asarray(p, float) for n, p in truth["vertebrae"][level]["landmarks"].items()}
-        ev = [VertebraEvidence({n: x.projection.project(p[None])[0] for n, p in lm.items()}) for x in xr]
-        ref = initialise(model, level, [x.projection for x in xr], ev)
-        ref_pts = model.surface(model.instance(ref.coeffs, ref.rotvec, ref.translation))
+        ref = reference_instance(model, level, [x.projection for x in xr], truth["vertebrae"][level]["landmarks"])
+        ref_pts = model.surface(model.instance(ref["b"], ref["r"], ref["t"]))
         term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], default_weights(), "cpu")
         for _ in range(2):
             d, axis = rng.normal(size=3), rng.normal(size=3)
-            rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(5.0)) * Rotation.from_rotvec(ref.rotvec)
-            p = {"b": torch.tensor(ref.coeffs, dtype=torch.float32),
+            rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(5.0)) * Rotation.from_rotvec(ref["r"])
+            p = {"b": torch.tensor(ref["b"], dtype=torch.float32),
                  "r": torch.tensor(rot.as_rotvec(), dtype=torch.float32, requires_grad=True),
-                 "t": torch.tensor(ref.translation + 5.0 * d / np.linalg.norm(d), dtype=torch.float32,
+                 "t": torch.tensor(ref["t"] + 5.0 * d / np.linalg.norm(d), dtype=torch.float32,
                                    requires_grad=True)}  # fmt: skip
             opt = torch.optim.Adam([{"params": [p["t"]], "lr": 0.5}, {"params": [p["r"]], "lr": 0.01}])
 
