@@ -26,6 +26,46 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}", f"run '{self.prog} --help' for the options")
 
 
+def _trainer_parser(sub, name: str, help_text: str, synth_option: str, batch_size: int, lr: float):
+    """A ``train-*`` command with the options every trainer takes."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("--data", type=Path, required=True, help=f"folder of cases from spinedart synth ({synth_option})")
+    p.add_argument("--out", type=Path, required=True, help="weights file (.safetensors); card and checkpoint beside")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", choices=("default", "tiny"), default="default", help="tiny: a test configuration")
+    p.add_argument("--stop-after-steps", type=int, help="stop as if interrupted after this many steps in all")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    return p
+
+
+def _start_training(args: argparse.Namespace, example: str, sizes: tuple[str, ...] = (),
+                    counts: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """The trainers' shared options checked (one line each; ``sizes``/``counts``: the command's own
+    options that must be positive, named as on the command line), then torch's thread count set."""
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:-1]) + " and " + names[-1]
+
+    value = lambda name: getattr(args, name[2:].replace("-", "_"))  # noqa: E731
+    sizes_all = ["--epochs", "--batch-size", *sizes, "--lr"]
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.seed < 0 or any(value(n) < 1 for n in sizes):
+        raise UserError(f"{listed(sizes_all)} must be positive", example)
+    counts_all = ["--threads", *counts, "--stop-after-steps"]
+    if any(value(n) is not None and value(n) < 1 for n in counts_all):
+        raise UserError(f"{listed(counts_all)} must be positive", "e.g. --threads 2")
+    if args.out.suffix != ".safetensors":
+        kind = args.command.removeprefix("train-")
+        raise UserError("the weights file must end in .safetensors", f"e.g. --out {kind}.safetensors", args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = _ArgumentParser(prog="spinedart", description="CT-free vertebroplasty planning from two calibrated X-rays.")
     p.add_argument("--version", action="version", version=f"spinedart {__version__}")
@@ -151,31 +191,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
-    td = sub.add_parser("train-detector", help="train the X-ray annotation network on data-engine cases")
-    td.add_argument("--data", type=Path, required=True, help="folder of cases from spinedart synth (--randomize)")
-    td.add_argument("--out", type=Path, required=True, help="weights file (.safetensors); card and checkpoint beside")
-    td.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
-    td.add_argument("--epochs", type=int, default=20)
-    td.add_argument("--batch-size", type=int, default=8)
-    td.add_argument("--lr", type=float, default=5e-4)
-    td.add_argument("--seed", type=int, default=0)
-    td.add_argument("--size", choices=("default", "tiny"), default="default", help="tiny: a test configuration")
-    td.add_argument("--stop-after-steps", type=int, help="stop as if interrupted after this many steps in all")
-    td.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-
-    ts = sub.add_parser("train-similarity", help="train the learned multi-view similarity (MASD) on data-engine cases")
-    ts.add_argument("--data", type=Path, required=True, help="folder of cases from spinedart synth (--views both)")
-    ts.add_argument("--out", type=Path, required=True, help="weights file (.safetensors); card and checkpoint beside")
-    ts.add_argument("--resume", action="store_true", help="continue from the checkpoint beside --out")
-    ts.add_argument("--epochs", type=int, default=20)
-    ts.add_argument("--batch-size", type=int, default=16)
-    ts.add_argument("--lr", type=float, default=3e-4)
-    ts.add_argument("--seed", type=int, default=0)
+    _trainer_parser(sub, "train-detector", "train the X-ray annotation network on data-engine cases", "--randomize", 8,
+                    5e-4)  # fmt: skip
+    ts = _trainer_parser(sub, "train-similarity", "train the learned multi-view similarity (MASD) on data-engine cases",
+                         "--views both", 16, 3e-4)  # fmt: skip
     ts.add_argument("--per-vertebra", type=int, default=8, help="instances drawn around each vertebra per view pair")
     ts.add_argument("--workers", type=int, default=1, help="processes preparing the samples (once, cached)")
-    ts.add_argument("--size", choices=("default", "tiny"), default="default", help="tiny: a test configuration")
-    ts.add_argument("--stop-after-steps", type=int, help="stop as if interrupted after this many steps in all")
-    ts.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
 
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
@@ -620,16 +641,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.seed < 0:
-        raise UserError("--epochs, --batch-size and --lr must be positive", "e.g. --epochs 20 --batch-size 8")
-    if any(v is not None and v < 1 for v in (args.threads, args.stop_after_steps)):
-        raise UserError("--threads and --stop-after-steps must be positive", "e.g. --threads 2")
-    if args.out.suffix != ".safetensors":
-        raise UserError("the weights file must end in .safetensors", "e.g. --out detector.safetensors", args.out)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _start_training(args, "e.g. --epochs 20 --batch-size 8")
     from .nets.detector import DetectorConfig
     from .nets.detector_train import train_detector
 
@@ -650,18 +662,9 @@ def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) ->
 
 
 def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
-    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or args.seed < 0 or args.per_vertebra < 1:
-        raise UserError("--epochs, --batch-size, --per-vertebra and --lr must be positive", "e.g. --epochs 20")
-    if any(v is not None and v < 1 for v in (args.threads, args.stop_after_steps, args.workers)):
-        raise UserError("--threads, --workers and --stop-after-steps must be positive", "e.g. --threads 2")
-    if args.out.suffix != ".safetensors":
-        raise UserError("the weights file must end in .safetensors", "e.g. --out similarity.safetensors", args.out)
+    _start_training(args, "e.g. --epochs 20", sizes=("--per-vertebra",), counts=("--workers",))
     if not args.data.is_dir():
         raise UserError("is not a folder", "give the --out folder of spinedart synth", args.data)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from .fit.similarity_net import TINY, SimilarityConfig
     from .nets.similarity_train import train_similarity
 
