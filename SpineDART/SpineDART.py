@@ -31,11 +31,6 @@ from slicer.util import VTKObservationMixin
 GEOMETRY_KIND_ATTRIBUTE = "SpineDART.GeometryKind"
 
 
-#
-# SpineDART
-#
-
-
 class SpineDART(ScriptedLoadableModule):
     """Module description shown in Slicer's module panel and Help & Acknowledgement section."""
 
@@ -64,11 +59,6 @@ class SpineDART(ScriptedLoadableModule):
             "SpineDART implements the Spine-DART method (shape-model fitting through a differentiable "
             "X-ray renderer) as an open-source 3D Slicer extension, developed by the SpineDART developers."
         )
-
-
-#
-# SpineDARTParameterNode
-#
 
 
 @parameterNodeWrapper
@@ -104,11 +94,6 @@ class SpineDARTParameterNode:
     device: Annotated[str, Choice(["auto", "cpu", "gpu"])] = "auto"
 
 
-#
-# SpineDARTWidget
-#
-
-
 class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: X-ray inputs, Load X-rays, loaded volumes and their geometry summary."""
 
@@ -123,38 +108,31 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-
-        # Load widget from .ui file (created by Qt Designer).
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SpineDART.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-
-        # The .ui connects the top-level qMRMLWidget's mrmlSceneChanged(vtkMRMLScene*) signal to each
-        # node selector's setMRMLScene(vtkMRMLScene*) slot.
+        # The .ui connects mrmlSceneChanged(vtkMRMLScene*) to each node selector's setMRMLScene slot.
         uiWidget.setMRMLScene(slicer.mrmlScene)
-
         self.logic = SpineDARTLogic()
-
         # Offer only volumes that carry SpineDART X-ray geometry.
         for selector in (self.ui.xrayAVolumeSelector, self.ui.xrayBVolumeSelector):
             selector.addAttribute("vtkMRMLScalarVolumeNode", GEOMETRY_KIND_ATTRIBUTE)
-
-        # Update the parameter node when the scene is closed.
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
         self.ui.loadXraysButton.connect("clicked(bool)", self.onLoadXraysButton)
         self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self._pollPlan)
-
-        # Make sure the parameter node is initialized (needed for module reload).
-        self.initializeParameterNode()
+        self.initializeParameterNode()  # also on module reload
 
     def cleanup(self) -> None:
-        """Called when the application closes and the module widget is destroyed."""
+        """Called when the application closes and the module widget is destroyed: a running plan's
+        worker (a process group of its own) is ended with it."""
+        self._timer.stop()
+        if self._client is not None and not self._client.finished:
+            self._client.cancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -224,10 +202,10 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             try:
                 text, level = self.logic.geometrySummary(volumeA, volumeB)
             except ImportError as exc:
-                text = _("The SpineDART Python packages are not installed ({error}): press Load X-rays.").format(
-                    error=exc
+                text, level = (
+                    _("SpineDART's Python packages are missing ({e}): press Load X-rays.").format(e=exc),
+                    "warning",
                 )
-                level = "warning"
             except Exception as exc:
                 message, details = describeError(exc)
                 logging.error("SpineDART geometry summary failed: %s\n%s", message, details or "")
@@ -237,7 +215,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onLoadXraysButton(self) -> None:
         """Load both X-rays into the scene and select them."""
-        parameterNode = self._parameterNode
+        p = parameterNode = self._parameterNode
         self._setStatus(_("Loading X-rays..."), "none")
         slicer.app.processEvents()
         try:
@@ -245,12 +223,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._setStatus(_("Not loaded: the SpineDART Python packages are not installed."), "warning")
                 return
             with slicer.util.WaitCursor():
-                volumeA, volumeB = self.logic.loadXrays(
-                    parameterNode.xrayAPath,
-                    parameterNode.xrayBPath,
-                    parameterNode.geometryAPath,
-                    parameterNode.geometryBPath,
-                )
+                volumeA, volumeB = self.logic.loadXrays(p.xrayAPath, p.xrayBPath, p.geometryAPath, p.geometryBPath)
         except Exception as exc:
             self._reportError(_("Loading the X-rays failed"), exc)
             return
@@ -261,21 +234,16 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameterNode.EndModify(wasModified)
         self._showXrays(volumeA, volumeB)
 
-        level = "ok"
         try:
             _text, level = self.logic.geometrySummary(volumeA, volumeB)
         except Exception as exc:
             self._reportError(_("Describing the loaded X-rays failed"), exc)
             return
-        if level == "error":
-            self._setStatus(_("Loaded, but these two views cannot be used together: see Geometry."), "error")
-        elif level == "warning":
-            self._setStatus(_("Loaded, with a warning on the view pair: see Geometry."), "warning")
-        else:
-            self._setStatus(
-                _("Loaded {a} and {b}.").format(a=volumeA.GetName(), b=volumeB.GetName()),
-                "none",
-            )
+        status = {
+            "error": _("Loaded, but these two views cannot be used together: see Geometry."),
+            "warning": _("Loaded, with a warning on the view pair: see Geometry."),
+        }.get(level, _("Loaded {a} and {b}.").format(a=volumeA.GetName(), b=volumeB.GetName()))
+        self._setStatus(status, level if level in ("error", "warning") else "none")
 
     def _showXrays(self, volumeA, volumeB) -> None:
         """Show X-ray A in the red view and X-ray B in the yellow view, each in its own plane."""
@@ -337,10 +305,11 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for line in added["lines"].values():
             self.addObserver(line, line.PointEndInteractionEvent, self._onLineEdited)
         self._fillResultsTable()
-        if added["report"]["ok"]:
-            self._setStatus(_("Planned: every path safe."), "ok")
-        else:
-            self._setStatus(_("Planned, with flags: see the table."), "warning")
+        ok = added["report"]["ok"]
+        self._setStatus(
+            _("Planned: every path safe.") if ok else _("Planned, with flags: see the table."),
+            "ok" if ok else "warning",
+        )
 
     def _onLineEdited(self, caller, event) -> None:
         try:
@@ -377,19 +346,12 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(f"{what}: {message}", windowTitle="SpineDART")
 
 
-_STATUS_STYLE = {
-    "none": "",
-    "ok": "",
-    "warning": "color: #b35900;",
-    "error": "color: #c62828; font-weight: bold;",
-}
+_STATUS_STYLE = {"none": "", "ok": "", "warning": "color: #b35900;", "error": "color: #c62828; font-weight: bold;"}
 
 
 def optionalPath(value):
-    """A path from a parameter node field or text field, or None when it is empty.
-
-    An unset pathlib.Path field of the parameter node reads as Path("."), never a useful file.
-    """
+    """A path from a parameter node or text field, or None when it is empty (an unset pathlib.Path
+    field of the parameter node reads as Path("."), never a useful file)."""
     if value is None:
         return None
     text = str(value).strip()
@@ -403,11 +365,6 @@ def describeError(exc: Exception):
     from SpineDARTLib.errors import describe_error  # standard library only
 
     return describe_error(exc)
-
-
-#
-# SpineDARTLogic
-#
 
 
 class SpineDARTLogic(ScriptedLoadableModuleLogic):
@@ -455,34 +412,13 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _pipInstall(requirements: list, askConfirmation: bool) -> bool:
-        from SpineDARTLib.requirements import constraint_pins
+        from SpineDARTLib.requirements import install_in_slicer  # standard library only
 
-        with tempfile.TemporaryDirectory(prefix="spinedart-pip-") as tmp:
-            constraints = pathlib.Path(tmp) / "constraints.txt"
-            constraints.write_text("\n".join(constraint_pins()) + "\n", encoding="utf-8")
-            args = ["-c", str(constraints), *requirements]
-            try:
-                from slicer import packaging as slicer_packaging  # Slicer with uv-based installs
-            except ImportError:
-                slicer_packaging = None
-            if slicer_packaging is not None:
-                # This installer shows the resolved changes and asks itself when interactive.
-                try:
-                    slicer_packaging.pip_install(args, interactive=askConfirmation)
-                except slicer_packaging.InstallationAbortedError:
-                    return False
-                return True
-            if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _(
-                    "SpineDART needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
-                    "Install them now? This may take a few minutes."
-                ).format(packages="\n".join(requirements)),
-                windowTitle="SpineDART",
-            ):
-                return False
-            with slicer.util.WaitCursor():
-                slicer.util.pip_install(args)
-        return True
+        try:
+            from slicer import packaging  # Slicer with pip_ensure; older ones: slicer.util.pip_install
+        except ImportError:
+            packaging = None
+        return install_in_slicer(requirements, askConfirmation, slicer.util, packaging, _)
 
     # -- X-rays --------------------------------------------------------------------------------
 
@@ -559,11 +495,6 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         return mrml_plan.plan_table(scene if scene is not None else slicer.mrmlScene, folder)
 
 
-#
-# SpineDARTTest
-#
-
-
 class SpineDARTTest(ScriptedLoadableModuleTest):
     """Loads the bundled demo case through the logic and checks what reaches the scene."""
 
@@ -576,100 +507,62 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_SpineDARTLoadDemoCase()
         self.setUp()
-        self.test_SpineDARTSameViewTwiceIsRefused()
-        self.setUp()
-        self.test_SpineDARTMissingImageIsOneLineError()
+        self.test_SpineDARTBadInputIsRefused()
         self.setUp()
         self.test_SpineDARTPlanDemoFromPlacedPoints()
 
     def test_SpineDARTLoadDemoCase(self):
-        """Both demo X-rays become volumes with their geometry; the views are far enough apart."""
+        """Both demo X-rays become volumes carrying the geometry read from their files; the views are
+        far enough apart and the summary says so."""
         import numpy as np
 
         self.delayDisplay("Loading the SpineDART demo case")
         logic = SpineDARTLogic()
         self.assertTrue(logic.ensureLibraryDependencies(askConfirmation=False))
-
         from SpineDARTLib import mrml
-        from SpineDARTLib.geometry import view_pair_check
         from SpineDARTLib.resources import demo_case_dir
         from SpineDARTLib.xray import read_xray
 
-        volumeA, volumeB = logic.loadDemoCase()
-        case = demo_case_dir()
-        expected = {
-            "A": read_xray(case / "xray_a.png", case / "xray_a.json"),
-            "B": read_xray(case / "xray_b.png", case / "xray_b.json"),
-        }
-        projections = {}
-        for label, volume in (("A", volumeA), ("B", volumeB)):
+        volumes, case = logic.loadDemoCase(), demo_case_dir()
+        points = np.array([[0.0, 0.0, 0.0], [40.0, -25.0, 60.0], [-35.0, 30.0, -20.0]])
+        for name, volume in zip(("xray_a", "xray_b"), volumes, strict=True):
+            expected = read_xray(case / f"{name}.png", case / f"{name}.json")
             self.assertIsInstance(volume, vtkMRMLScalarVolumeNode)
-            self.assertIsNotNone(volume.GetScene())
-            width, height = expected[label].projection.image_size
-            self.assertEqual(volume.GetImageData().GetDimensions(), (width, height, 1))
-            kind = volume.GetAttribute(GEOMETRY_KIND_ATTRIBUTE)
-            self.assertIn(kind, ("nominal", "calibrated"))
-            self.assertEqual(kind, expected[label].geometry_kind)
-            # The projection stored on the node is the one read from the files.
-            projection = mrml.projection_from_node(volume)
-            points = np.array([[0.0, 0.0, 0.0], [40.0, -25.0, 60.0], [-35.0, 30.0, -20.0]])
-            np.testing.assert_allclose(
-                projection.project(points), expected[label].projection.project(points), atol=1e-6
-            )
-            projections[label] = projection
-
-        angle, warning = view_pair_check(projections["A"], projections["B"])
-        fileAngle, _fileWarning = view_pair_check(expected["A"].projection, expected["B"].projection)
-        self.assertAlmostEqual(angle, fileAngle, places=6)
-        self.assertGreaterEqual(angle, 15.0)
-        self.assertLessEqual(angle, 90.0)
-        self.assertIsNone(warning)
-
-        text, level = logic.geometrySummary(volumeA, volumeB)
+            self.assertEqual(volume.GetImageData().GetDimensions(), (*expected.projection.image_size, 1))
+            self.assertEqual(volume.GetAttribute(GEOMETRY_KIND_ATTRIBUTE), expected.geometry_kind)
+            projected = mrml.projection_from_node(volume).project(points)
+            np.testing.assert_allclose(projected, expected.projection.project(points), atol=1e-6)
+        text, level = logic.geometrySummary(*volumes)
         self.assertEqual(level, "ok", text)
-        self.assertIn(f"{angle:.1f}°", text)
-
+        angle = float(text.rsplit(": ", 1)[1].rstrip("°"))
+        self.assertTrue(15.0 <= angle <= 90.0, text)
         parameterNode = logic.getParameterNode()
-        parameterNode.xrayAVolume = volumeA
-        parameterNode.xrayBVolume = volumeB
-        self.assertIs(parameterNode.xrayAVolume, volumeA)
-        self.assertIs(parameterNode.xrayBVolume, volumeB)
+        parameterNode.xrayAVolume, parameterNode.xrayBVolume = volumes
+        self.assertIs(parameterNode.xrayBVolume, volumes[1])
         self.delayDisplay(f"Demo case loaded: views {angle:.1f} deg apart")
 
-    def test_SpineDARTSameViewTwiceIsRefused(self):
-        """The same X-ray as both views gives a 0 degree pair: reported as an error."""
-        logic = SpineDARTLogic()
-        self.assertTrue(logic.ensureLibraryDependencies(askConfirmation=False))
-        from SpineDARTLib.resources import demo_case_dir
-
-        case = demo_case_dir()
-        volumeA, volumeB = logic.loadXrays(
-            case / "xray_a.png", case / "xray_a.png", case / "xray_a.json", case / "xray_a.json"
-        )
-        text, level = logic.geometrySummary(volumeA, volumeB)
-        self.assertEqual(level, "error", text)
-        self.assertIn("Error:", text)
-
-    def test_SpineDARTMissingImageIsOneLineError(self):
-        """A missing file is a one-line UserError naming it, and nothing is left in the scene."""
+    def test_SpineDARTBadInputIsRefused(self):
+        """The same X-ray twice is a 0 degree pair: an error in the summary. A missing file is a
+        one-line UserError naming it, leaving nothing in the scene; an empty path field too."""
         logic = SpineDARTLogic()
         self.assertTrue(logic.ensureLibraryDependencies(askConfirmation=False))
         from SpineDARTLib.errors import UserError
         from SpineDARTLib.resources import demo_case_dir
 
-        case = demo_case_dir()
+        a, sidecar = demo_case_dir() / "xray_a.png", demo_case_dir() / "xray_a.json"
+        text, level = logic.geometrySummary(*logic.loadXrays(a, a, sidecar, sidecar))
+        self.assertEqual(level, "error", text)
+        self.assertIn("Error:", text)
         missing = pathlib.Path(slicer.app.temporaryPath) / "SpineDARTTest-no-such-xray.png"
         before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
         with self.assertRaises(UserError) as raised:
-            logic.loadXrays(case / "xray_a.png", missing, case / "xray_a.json", None)
+            logic.loadXrays(a, missing, sidecar, None)
         message = raised.exception.one_line()
-        self.assertNotIn("\n", message)
-        self.assertIn(missing.name, message)
+        self.assertTrue("\n" not in message and missing.name in message, message)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), before)
         self.assertEqual(describeError(raised.exception), (message, None))
-        # An empty path field is refused before anything is read.
         with self.assertRaises(UserError):
-            logic.loadXrays(case / "xray_a.png", pathlib.Path("."))
+            logic.loadXrays(a, pathlib.Path("."))
 
     def test_SpineDARTPlanDemoFromPlacedPoints(self):
         """L2 of the demo case planned from points placed on both X-rays, in the background worker;

@@ -12,8 +12,10 @@ import importlib
 import importlib.metadata
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # Provided by Slicer (numpy, vtk) and by the PyTorch extension (torch, torchvision): never
 # installed or upgraded from here, whatever requirements.txt says.
@@ -87,4 +89,32 @@ def ensure_requirements(path: Path, install: Callable[[list[str]], bool], ensure
     still = missing_requirements(path)
     if still:
         raise RuntimeError(f"these Python packages could not be installed: {', '.join(still)}; see the Python console")
+    return True
+
+
+def install_in_slicer(
+    missing: list[str], ask: bool, util: Any, packaging: Any | None = None, tr: Callable[[str], str] = str
+) -> bool:
+    """Install ``missing`` with Slicer's own installer, under a constraints file that pins what
+    Slicer and the PyTorch extension provide. ``packaging`` is ``slicer.packaging`` where this Slicer
+    has it: its ``pip_ensure`` asks (when ``ask``), shows progress and offers a restart itself;
+    older Slicer: ``util.confirmOkCancelDisplay`` then ``util.pip_install``. False: the user declined.
+    ``tr`` translates the question (the module's ``slicer.i18n.tr``)."""
+    with tempfile.TemporaryDirectory(prefix="spinedart-pip-") as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(constraint_pins()) + "\n", encoding="utf-8")
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            try:
+                packaging.pip_ensure(missing, constraints=constraints, prompt_install=ask, requester="SpineDART")
+            except RuntimeError:  # pip_ensure's way of saying the user declined
+                return False
+            return True
+        question = tr(
+            "SpineDART needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
+            "Install them now? This may take a few minutes."
+        ).format(packages="\n".join(missing))
+        if ask and not util.confirmOkCancelDisplay(question, windowTitle="SpineDART"):
+            return False
+        with util.WaitCursor():
+            util.pip_install(["-c", str(constraints), *missing])
     return True
