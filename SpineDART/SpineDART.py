@@ -6,7 +6,6 @@ to this module; the library and its Python requirements are imported lazily, aft
 checked (and, with the user's consent, installed) them.
 """
 
-import importlib.util
 import logging
 import pathlib
 import tempfile
@@ -41,18 +40,12 @@ class SpineDART(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["SpineDART developers"]
         self.parent.helpText = _(
-            "CT-free vertebroplasty planning from two calibrated X-rays: a vertebral shape model is "
-            "fitted to both views and the left and right transpedicular cannulas are planned, each with "
-            "its clearance, predicted breach grade and a safe/unsafe flag. Landmarks come from a file, "
-            "from points you place on the X-rays, or from the automatic detector when trained weights are "
-            "installed."
-            "<br><br>"
-            "Load two X-rays of the spine taken from different directions (ideally about 90 degrees "
-            "apart): DICOM images with their C-arm geometry, PNG/TIFF images with a JSON calibration "
-            "sidecar, or NIfTI/NRRD images. Each X-ray is placed on its detector plane in the scene; "
-            "the panel shows whether each geometry is nominal (from the C-arm angles) or calibrated, "
-            "where the X-ray source was, and the angle between the two views."
-            "<br><br>"
+            "CT-free vertebroplasty planning from two calibrated X-rays taken ideally about 90 degrees apart "
+            "(DICOM with C-arm geometry, or PNG/TIFF/NIfTI/NRRD with a JSON calibration sidecar): a vertebral "
+            "shape model is fitted to both views and the left and right transpedicular cannulas are planned, "
+            "each with its clearance, predicted breach grade and a safe/unsafe flag. Landmarks come from a "
+            "file, from points you place on the X-rays (Place a point), or from the automatic detector when "
+            "its weights are installed. Drag a planned cannula to have it checked again.<br><br>"
             'See the <a href="https://github.com/spinedart/SlicerSpineDART">SpineDART documentation</a>.'
         )
         self.parent.acknowledgementText = _(
@@ -122,6 +115,8 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadXraysButton.connect("clicked(bool)", self.onLoadXraysButton)
         self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.placeOnAButton.connect("clicked(bool)", lambda: self.onPlacePoint(0))
+        self.ui.placeOnBButton.connect("clicked(bool)", lambda: self.onPlacePoint(1))
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self._pollPlan)
@@ -175,11 +170,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         parameterNode = self._parameterNode
-        ready = bool(
-            parameterNode
-            and optionalPath(parameterNode.xrayAPath) is not None
-            and optionalPath(parameterNode.xrayBPath) is not None
-        )
+        ready = bool(parameterNode and optionalPath(parameterNode.xrayAPath) and optionalPath(parameterNode.xrayBPath))
         self.ui.loadXraysButton.enabled = ready
         running = self._client is not None and not self._client.finished
         self.ui.planButton.enabled = bool(
@@ -257,6 +248,25 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             sliceWidget.mrmlSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
             sliceWidget.mrmlSliceNode().RotateToVolumePlane(volume)
             sliceWidget.fitSliceToBackground()
+
+    def onPlacePoint(self, view: int) -> None:
+        """Place the chosen landmark of the chosen level on X-ray A (0) or B (1), named after them."""
+        p, field = self._parameterNode, ("pointsA", "pointsB")[view]
+        landmark, volume = self.ui.landmarkComboBox.currentText.split()[0], (p.xrayAVolume, p.xrayBVolume)[view]
+        try:
+            points = self.logic.armPointPlacement(getattr(p, field), volume, self.ui.placeLevelLineEdit.text, landmark)
+        except Exception as exc:
+            self._reportError(_("Cannot place a point"), exc)
+            return
+        setattr(p, field, points)
+        p.usePlacedPoints = True
+        if not self.hasObserver(points, points.PointPositionDefinedEvent, self._onPointPlaced):
+            self.addObserver(points, points.PointPositionDefinedEvent, self._onPointPlaced)
+        self._setStatus(_("Click {0} on X-ray {1}.").format(points.GetControlPointLabelFormat(), "AB"[view]), "none")
+
+    def _onPointPlaced(self, caller, event) -> None:
+        combo = self.ui.landmarkComboBox  # on to the next landmark (the .ui lists them in order)
+        combo.currentIndex = (combo.currentIndex + 1) % combo.count
 
     def onPlanButton(self) -> None:
         """Start the plan in the background worker; the timer follows it (no modal dialogs)."""
@@ -384,31 +394,17 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         return pathlib.Path(__file__).resolve().parent / "Resources" / "requirements.txt"
 
     def ensureLibraryDependencies(self, askConfirmation: bool = True) -> bool:
-        """Install the missing Python packages of SpineDARTLib (asking first); False if declined.
-
-        Never called at import time: the module loads without them, and the user decides when.
-        """
+        """Install the missing Python packages of SpineDARTLib (asking first); False if declined. Never
+        called at import time: the module loads without them, and the user decides when."""
         if not self._dependenciesChecked:
-            from SpineDARTLib.requirements import ensure_requirements  # standard library only
+            from SpineDARTLib.requirements import ensure_requirements, ensure_torch_in_slicer  # standard library only
 
             self._dependenciesChecked = ensure_requirements(
                 self.requirementsPath(),
                 lambda missing: self._pipInstall(missing, askConfirmation),
-                lambda: self._ensureTorch(askConfirmation),
+                lambda: ensure_torch_in_slicer(askConfirmation),
             )
         return self._dependenciesChecked
-
-    @staticmethod
-    def _ensureTorch(askConfirmation: bool) -> None:
-        """torch and torchvision come from the PyTorch extension (never from requirements.txt)."""
-        if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("torchvision") is not None:
-            return
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError("SpineDART needs the PyTorch extension: install it (Extensions Manager)") from None
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation) is None:
-            raise RuntimeError("PyTorch was not installed: SpineDART cannot plan without it")
 
     @staticmethod
     def _pipInstall(requirements: list, askConfirmation: bool) -> bool:
@@ -430,13 +426,8 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         """
         from SpineDARTLib import mrml
 
-        return mrml.load_xray_pair(
-            scene if scene is not None else slicer.mrmlScene,
-            optionalPath(xrayAPath),
-            optionalPath(xrayBPath),
-            optionalPath(geometryAPath),
-            optionalPath(geometryBPath),
-        )
+        paths = [optionalPath(p) for p in (xrayAPath, xrayBPath, geometryAPath, geometryBPath)]
+        return mrml.load_xray_pair(scene if scene is not None else slicer.mrmlScene, *paths)
 
     def loadDemoCase(self, scene=None):
         """Load the bundled demo case (two calibrated X-rays with JSON sidecars)."""
@@ -454,6 +445,14 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         return mrml.describe_view_pair(volumeA, volumeB)
 
     # -- planning ------------------------------------------------------------------------------
+
+    def armPointPlacement(self, points, volume, level, landmark, scene=None):
+        """Name the next point placed in ``points`` (a new list when None) "<level> <landmark>" and
+        enter place mode; returns the point list."""
+        from SpineDARTLib import mrml_plan
+
+        scene = scene if scene is not None else slicer.mrmlScene
+        return mrml_plan.arm_point_placement(scene, points, volume, level, landmark)
 
     def startPlan(self, parameterNode, outDir=None, scene=None):
         """Write the job (X-rays, landmarks) and start the background worker; returns its client."""
@@ -567,7 +566,6 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
     def test_SpineDARTPlanDemoFromPlacedPoints(self):
         """L2 of the demo case planned from points placed on both X-rays, in the background worker;
         the plan reaches the scene, and dragging the left cannula 4 mm medially makes it unsafe."""
-        from SpineDARTLib import mrml_plan
         from SpineDARTLib.fit.landmarks2d import read_landmarks_2d
         from SpineDARTLib.resources import demo_case_dir
 
@@ -578,8 +576,11 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
         p = logic.getParameterNode()
         p.xrayAVolume, p.xrayBVolume = volumeA, volumeB
         for i, (field, volume) in enumerate((("pointsA", volumeA), ("pointsB", volumeB))):
-            points = mrml_plan.add_landmark_points(slicer.mrmlScene, volume, {"L2": given.views[i]["L2"]}, field)
-            setattr(p, field, points)
+            ijkToRas = vtk.vtkMatrix4x4()
+            volume.GetIJKToRASMatrix(ijkToRas)
+            for name, (u, v) in given.views[i]["L2"].landmarks.items():  # as the panel's Place buttons do
+                setattr(p, field, logic.armPointPlacement(getattr(p, field), volume, "L2", name))
+                getattr(p, field).AddControlPoint(ijkToRas.MultiplyPoint((u, v, 0.0, 1.0))[:3])
         p.usePlacedPoints, p.targetLevels, p.gauge, p.marginMm = True, "L2", "", 1.0
         client = logic.startPlan(p)
         self.assertEqual(client.wait(timeout_s=600), "done", client.reason)

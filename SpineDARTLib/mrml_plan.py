@@ -180,6 +180,33 @@ def add_landmark_points(scene: Any, xray_node: Any, evidence: dict[str, Any], na
     return node
 
 
+def arm_point_placement(scene: Any, point_list: Any | None, xray_node: Any, level: str, landmark: str) -> Any:
+    """Get ready for the user to place landmark ``landmark`` of ``level`` on an X-ray: the next point
+    placed in ``point_list`` (a new list on that X-ray when None) is labelled ``"<level> <landmark>"``,
+    the list is the active one and the views are in place mode. Returns the point list."""
+    from .anatomy.landmarks import LANDMARKS
+    from .anatomy.levels import check_level
+
+    if xray_node is None:
+        raise UserError("no X-ray to place the point on", "load both X-rays first")
+    if landmark not in LANDMARKS:
+        raise UserError(f"unknown landmark '{landmark}'", f"choose one of {', '.join(LANDMARKS)}")
+    if not level.strip():
+        raise UserError("no level given for the point", "type the level it belongs to, e.g. L2")
+    label = f"{check_level(level.strip())} {landmark}"
+    if point_list is None:
+        point_list = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{xray_node.GetName()} landmarks")
+        point_list.CreateDefaultDisplayNodes()
+    point_list.SetControlPointLabelFormat(label)  # Slicer names each new point by this format
+    selection = scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    selection.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsFiducialNode")
+    selection.SetActivePlaceNodeID(point_list.GetID())
+    interaction = scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+    interaction.SetPlaceModePersistence(0)  # one point, then back to viewing
+    interaction.SetCurrentInteractionMode(interaction.Place)
+    return point_list
+
+
 def landmarks_from_point_lists(xray_nodes: list[Any], point_lists: list[Any]):
     """The 2-D landmarks (``Landmarks2D``) of user-placed points: one point list per X-ray, points
     labelled ``"<level> <landmark>"`` on that X-ray's image plane."""
@@ -200,6 +227,9 @@ def landmarks_from_point_lists(xray_nodes: list[Any], point_lists: list[Any]):
                 raise UserError(f"point '{pl.GetNthControlPointLabel(i)}' of '{pl.GetName()}' is not named "
                                 "'<level> <landmark>'", f"name it e.g. 'L2 PCL' ({', '.join(LANDMARKS)})")  # fmt: skip
             level = check_level(label[0])
+            if level in levels and label[1] in levels[level].landmarks:
+                raise UserError(f"'{level} {label[1]}' is placed twice on X-ray {'AB'[k]} ('{pl.GetName()}')",
+                                "delete the wrong one")  # fmt: skip
             p = [0.0, 0.0, 0.0]
             pl.GetNthControlPointPositionWorld(i, p)
             u, v, depth, _ = ras_to_ijk @ np.array([*p, 1.0])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import re
 import sys
 import tempfile
@@ -118,3 +119,17 @@ def install_in_slicer(
         with util.WaitCursor():
             util.pip_install(["-c", str(constraints), *missing])
     return True
+
+
+def ensure_torch_in_slicer(ask: bool, import_module: Callable[[str], Any] = importlib.import_module) -> None:
+    """torch and torchvision come from Slicer's PyTorch extension (``PyTorchUtils``, which picks the
+    build for this machine's CUDA), never from requirements.txt. Raises RuntimeError, one line, when
+    the extension is missing or the user declined."""
+    if all(importlib.util.find_spec(name) is not None for name in ("torch", "torchvision")):
+        return
+    try:
+        utils = import_module("PyTorchUtils")
+    except ImportError:
+        raise RuntimeError("SpineDART needs the PyTorch extension: install it (Extensions Manager)") from None
+    if utils.PyTorchUtilsLogic().installTorch(askConfirmation=ask) is None:
+        raise RuntimeError("PyTorch was not installed: SpineDART cannot plan without it")

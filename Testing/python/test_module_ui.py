@@ -399,6 +399,16 @@ def test_every_self_ui_name_is_a_widget(ui, module_tree):
     assert check_ui_names(ui, module_tree) == []
 
 
+def test_landmark_drop_down_lists_the_library_landmarks_in_order(ui):
+    """The panel advances the drop-down by index after each placed point and takes the name before
+    the first space: its items must be the library's landmarks, in the library's order."""
+    from SpineDARTLib.anatomy.landmarks import LANDMARKS
+
+    combo = next(w for w in ui.iter("widget") if w.get("name") == "landmarkComboBox")
+    names = [item.find("property/string").text.split()[0] for item in combo.findall("item")]
+    assert tuple(names) == LANDMARKS
+
+
 def test_node_selectors_get_the_scene(ui):
     assert check_scene_connections(ui) == []
 

@@ -98,6 +98,44 @@ def test_manual_landmarks_plan(plan_dir, mrml_scene, tmp_path):
         mrml_plan.landmarks_from_point_lists([a, b], lists)
 
 
+def test_point_placement_names_points_from_the_drop_down(mrml_scene):
+    """Arming a placement names the next point "<level> <landmark>", makes the list the active one
+    and enters place mode; a point placed twice, a bad level or landmark, no X-ray: one line each."""
+    import vtk
+
+    from SpineDARTLib import mrml, mrml_plan
+    from SpineDARTLib.errors import UserError
+    from SpineDARTLib.fit.landmarks2d import read_landmarks_2d
+
+    a, b = mrml.load_xray_pair(mrml_scene, CASE / "xray_a.png", CASE / "xray_b.png")
+    given = read_landmarks_2d(CASE / "landmarks.json")
+    lists = [None, None]
+    names = [n for n in given.views[0]["L2"].landmarks if n in given.views[1]["L2"].landmarks][:4]
+    for i, xray in enumerate((a, b)):
+        ijk_to_ras = mrml_plan._matrix(xray, False)
+        for name in names:
+            lists[i] = mrml_plan.arm_point_placement(mrml_scene, lists[i], xray, " l2 ", name)
+            interaction = mrml_scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+            assert interaction.GetCurrentInteractionMode() == interaction.Place
+            selection = mrml_scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+            assert selection.GetActivePlaceNodeID() == lists[i].GetID()
+            u, v = given.views[i]["L2"].landmarks[name]
+            lists[i].AddControlPoint(vtk.vtkVector3d(*(ijk_to_ras @ [u, v, 0.0, 1.0])[:3]))  # the user's click
+        assert lists[i].GetNthControlPointLabel(3) == f"L2 {names[3]}"
+        assert lists[i].GetName() == f"{xray.GetName()} landmarks"
+    placed = mrml_plan.landmarks_from_point_lists([a, b], lists)
+    assert list(placed.views[1]["L2"].landmarks) == names
+    assert np.allclose(placed.views[1]["L2"].landmarks[names[1]], given.views[1]["L2"].landmarks[names[1]], atol=1e-3)
+    mrml_plan.arm_point_placement(mrml_scene, lists[0], a, "L2", names[1])
+    lists[0].AddControlPoint(vtk.vtkVector3d(*(mrml_plan._matrix(a, False) @ [10.0, 10.0, 0.0, 1.0])[:3]))
+    with pytest.raises(UserError, match=f"'L2 {names[1]}' is placed twice on X-ray A"):
+        mrml_plan.landmarks_from_point_lists([a, b], lists)
+    for level, landmark, xray, match in (("L2", "XYZ", a, "unknown landmark"), ("Q9", "BC", a, "Q9"),
+                                         ("", "BC", a, "no level"), ("L2", "BC", None, "no X-ray")):  # fmt: skip
+        with pytest.raises(UserError, match=match):
+            mrml_plan.arm_point_placement(mrml_scene, lists[0], xray, level, landmark)
+
+
 def test_plan_drawn_on_the_xrays(plan_dir, mrml_scene):
     """Outlines and cannulas lie on each X-ray's image plane, the outline around the vertebra."""
     from SpineDARTLib import mrml, mrml_plan
