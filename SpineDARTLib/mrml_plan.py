@@ -20,7 +20,7 @@ from .errors import UserError
 from .geometry.projection import Projection
 from .markups import SAFE_RGB, UNSAFE_RGB
 from .plan import Bone, Cannula
-from .plan.planner import assess
+from .plan.planner import assess, cannula_suggestion, vertebra_verdict
 from .schemas import PLAN_REPORT_V1, load_json
 
 ATTR_LEVEL = "SpineDART.Level"
@@ -31,6 +31,8 @@ ATTR_MODEL = "SpineDART.ModelNodeID"
 ATTR_LANDMARKS = "SpineDART.Landmarks"
 ATTR_CHECK = "SpineDART.Check"
 ATTR_STATUS = "SpineDART.Status"
+ATTR_FIT_REASON = "SpineDART.FitReason"
+ATTR_SUGGESTION = "SpineDART.Suggestion"
 
 
 def _model_node(scene: Any, vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray | None, name: str) -> Any:
@@ -69,6 +71,8 @@ def add_plan(scene: Any, report_path: str | Path, name: str | None = None) -> di
         model = _model_node(scene, verts, faces, read_part_labels(folder_dir / mesh), f"{v['level']} ({v['status']})")
         model.SetAttribute(ATTR_LEVEL, v["level"])
         model.SetAttribute(ATTR_STATUS, v["status"])
+        model.SetAttribute(ATTR_FIT_REASON, v["fit_reason"])
+        model.SetAttribute(ATTR_SUGGESTION, v["suggestion"] or "")
         model.SetAttribute(ATTR_LANDMARKS, json.dumps(v["landmarks_ras_mm"]))
         models[v["level"]] = model
         for c in v["cannulas"]:
@@ -78,7 +82,8 @@ def add_plan(scene: Any, report_path: str | Path, name: str | None = None) -> di
                      ATTR_MARGIN: str(report["safety_margin_mm"]), ATTR_MODEL: model.GetID()}  # fmt: skip
             for attr, value in attrs.items():
                 line.SetAttribute(attr, value)
-            line.SetAttribute(ATTR_CHECK, json.dumps({"safe": c["safe"], "reasons": c["reasons"], **c["predicted"]}))
+            check = {"safe": c["safe"], "reasons": c["reasons"], "suggestion": c["suggestion"], **c["predicted"]}
+            line.SetAttribute(ATTR_CHECK, json.dumps(check))
             _paint(line, c["safe"])
             lines[(v["level"], c["side"])] = line
     folder = mrml.folder_with(scene, name or f"SpineDART plan ({report_path.parent.name})",
@@ -118,41 +123,76 @@ def line_points(line: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recheck_line(scene: Any, line: Any, projections: list[Projection] | None = None) -> dict[str, Any]:
-    """Re-check an (edited) cannula against its fitted vertebra; updates the node and returns the
+    """Re-check an (edited) cannula against its fitted vertebra, with the planner's own rules and
+    suggestion; updates the line (check, name, colour) and its vertebra's verdict, and returns the
     check (what the results table shows)."""
     if line.GetNumberOfControlPoints() != 2:
         raise UserError(f"line '{line.GetName()}' needs an entry and a target point", "place both points")
     entry, target = line_points(line)
     c = Cannula(line.GetAttribute(ATTR_SIDE), entry, target, int(line.GetAttribute(ATTR_GAUGE)))
-    cp = assess(_bone_of(scene, line), c, projections, float(line.GetAttribute(ATTR_MARGIN)))
-    check = {"safe": cp.safe, "reasons": cp.reasons, **cp.check.to_dict(), "length_mm": round(c.length_mm, 2)}
+    bone, margin = _bone_of(scene, line), float(line.GetAttribute(ATTR_MARGIN))
+    cp = assess(bone, c, projections, margin)
+    check = {"safe": cp.safe, "reasons": cp.reasons, "suggestion": cannula_suggestion(bone, cp, projections, margin),
+             **cp.check.to_dict(), "length_mm": round(c.length_mm, 2)}  # fmt: skip
     line.SetAttribute(ATTR_CHECK, json.dumps(check))
     base = f"{line.GetAttribute(ATTR_LEVEL)} {c.side} {c.gauge}G"
     line.SetName(base if cp.safe else f"{base} UNSAFE")
     _paint(line, cp.safe)
+    _update_verdict(scene, scene.GetNodeByID(line.GetAttribute(ATTR_MODEL)))
     return check
 
 
-TABLE_HEADERS = ["Level", "Side", "Gauge", "Safe", "Clearance (mm)", "Grade", "Reasons"]
+def _lines_of(scene: Any, model: Any) -> list[Any]:
+    lines = scene.GetNodesByClass("vtkMRMLMarkupsLineNode")
+    return [n for n in (lines.GetItemAsObject(i) for i in range(lines.GetNumberOfItems()))
+            if n.GetAttribute(ATTR_MODEL) == model.GetID() and n.GetAttribute(ATTR_CHECK)]  # fmt: skip
+
+
+def _update_verdict(scene: Any, model: Any) -> None:
+    """A fitted vertebra's go/no-go and suggestion from its cannulas' latest checks (after an edit)."""
+    if model.GetAttribute(ATTR_STATUS) == "failed":
+        return
+    checks = [(n.GetAttribute(ATTR_SIDE), json.loads(n.GetAttribute(ATTR_CHECK))) for n in _lines_of(scene, model)]
+    status, suggestion = vertebra_verdict(model.GetAttribute(ATTR_LEVEL),
+                                          [(side, c["safe"], c.get("suggestion")) for side, c in checks])  # fmt: skip
+    model.SetAttribute(ATTR_STATUS, status)
+    model.SetAttribute(ATTR_SUGGESTION, suggestion or "")
+    model.SetName(f"{model.GetAttribute(ATTR_LEVEL)} ({status})")
+
+
+TABLE_HEADERS = ["Level", "Verdict", "Side", "Gauge", "Safe", "Clearance (mm)", "Grade", "Suggestion", "Reasons"]
 
 
 def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The results table's text, one row per cannula (columns as :data:`TABLE_HEADERS`)."""
-    return [
-        [r["level"], r["side"], f"{r['gauge']} G", "yes" if r["safe"] else "NO", f"{r['clearance_mm']:.1f}",
-         r["grade"], "; ".join(r["reasons"])]
-        for r in rows
-    ]  # fmt: skip
+    """The results table's text, one row per cannula, one for a vertebra whose fit failed (columns
+    as :data:`TABLE_HEADERS`); the suggestion joins the cannula's and its vertebra's."""
+    out = []
+    for r in rows:
+        verdict = f"failed: {r['fit_reason']}" if r["verdict"] == "failed" else r["verdict"]
+        advice = "; ".join(s for s in (r.get("suggestion"), r["vertebra_suggestion"]) if s)
+        if r["side"] is None:
+            out.append([r["level"], verdict, "", "", "", "", "", advice, ""])
+            continue
+        out.append([r["level"], verdict, r["side"], f"{r['gauge']} G", "yes" if r["safe"] else "NO",
+                    f"{r['clearance_mm']:.1f}", r["grade"], advice, "; ".join(r["reasons"])])  # fmt: skip
+    return out
 
 
 def plan_table(scene: Any, folder: int) -> list[dict[str, Any]]:
-    """One row per cannula line in a plan folder: level, side, gauge and its last check."""
+    """The results of a plan folder: per cannula line its vertebra's verdict and the line's last
+    check; a vertebra whose fit failed (no lines) gets a row of its own (``side`` None)."""
     rows = []
-    for n in mrml.folder_children(scene, folder):
-        if n.IsA("vtkMRMLMarkupsLineNode") and n.GetAttribute(ATTR_CHECK):
-            row = {"level": n.GetAttribute(ATTR_LEVEL), "side": n.GetAttribute(ATTR_SIDE)}
-            rows.append({**row, "gauge": int(n.GetAttribute(ATTR_GAUGE)), **json.loads(n.GetAttribute(ATTR_CHECK))})
-    return sorted(rows, key=lambda r: (r["level"], r["side"]))
+    for model in mrml.folder_children(scene, folder):
+        if not (model.IsA("vtkMRMLModelNode") and model.GetAttribute(ATTR_LEVEL)):
+            continue
+        vertebra = {"level": model.GetAttribute(ATTR_LEVEL), "verdict": model.GetAttribute(ATTR_STATUS),
+                    "fit_reason": model.GetAttribute(ATTR_FIT_REASON) or "",
+                    "vertebra_suggestion": model.GetAttribute(ATTR_SUGGESTION) or None}  # fmt: skip
+        lines = _lines_of(scene, model)
+        rows += [{**vertebra, "side": None}] if not lines else [
+            {**vertebra, "side": n.GetAttribute(ATTR_SIDE), "gauge": int(n.GetAttribute(ATTR_GAUGE)),
+             **json.loads(n.GetAttribute(ATTR_CHECK))} for n in lines]  # fmt: skip
+    return sorted(rows, key=lambda r: (r["level"], r["side"] or ""))
 
 
 # --- landmarks placed by the user -----------------------------------------------------------------

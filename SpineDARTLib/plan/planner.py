@@ -104,29 +104,38 @@ def plan_vertebra(
                             "and masks of this level, or re-acquire the views")  # fmt: skip
     plans = [assess(bone, c, projections, margin_mm) for c in cannulas_from_annotations(annotations, g)]
     for p in plans:
-        if p.safe:
-            continue
-        geometric = any(r.startswith(("breach", "clearance")) for r in p.reasons)
-        if geometric:
-            for thinner in smaller_gauges(g):
-                alt = assess(bone, p.cannula.with_gauge(thinner), projections, margin_mm)
-                if alt.safe:
-                    p.suggestion = f"a {thinner} G cannula passes (clearance {alt.check.clearance_mm:.1f} mm)"
-                    break
-        elif p.fluoro is not None and p.fluoro.ok is False:
-            p.suggestion = "enter more laterally or aim less medially; confirm the posterior wall on the lateral view"
-    safe = [p.cannula.side for p in plans if p.safe]
-    status = "go" if len(safe) == 2 else "no-go"
-    suggestion = None
-    if len(safe) == 1:
-        suggestion = (f"unipedicular from the {safe[0]} side (aim ~20-25 deg medially to reach the midline; "
-                      "re-plan that path)")  # fmt: skip
-    elif not safe:
-        thinner = [p.suggestion for p in plans if p.suggestion and " G cannula passes" in p.suggestion]
-        if len(thinner) == 2:
-            suggestion = "use the thinner cannula named on each side"
-        elif is_thoracic(level):
-            suggestion = "consider a costotransverse (extrapedicular) route"
-        else:
-            suggestion = "no safe transpedicular path at this gauge: review on a CT"
+        p.suggestion = cannula_suggestion(bone, p, projections, margin_mm)
+    status, suggestion = vertebra_verdict(level, [(p.cannula.side, p.safe, p.suggestion) for p in plans])
     return VertebraPlan(level, status, fit_reason, g, plans, suggestion)
+
+
+def cannula_suggestion(
+    bone: Bone, p: CannulaPlan, projections: list[Projection] | None, margin_mm: float
+) -> str | None:
+    """What to do about an unsafe cannula: a thinner gauge that passes (for a breach or too little
+    clearance), or a changed aim (for the fluoroscopic rule); None when safe or nothing helps."""
+    if p.safe:
+        return None
+    if any(r.startswith(("breach", "clearance")) for r in p.reasons):
+        for thinner in smaller_gauges(p.cannula.gauge):
+            alt = assess(bone, p.cannula.with_gauge(thinner), projections, margin_mm)
+            if alt.safe:
+                return f"a {thinner} G cannula passes (clearance {alt.check.clearance_mm:.1f} mm)"
+    elif p.fluoro is not None and p.fluoro.ok is False:
+        return "enter more laterally or aim less medially; confirm the posterior wall on the lateral view"
+    return None
+
+
+def vertebra_verdict(level: str, cannulas: list[tuple[str, bool, str | None]]) -> tuple[str, str | None]:
+    """("go" | "no-go", suggestion) of a fitted vertebra from its cannulas' (side, safe, suggestion)."""
+    safe = [side for side, ok, _ in cannulas if ok]
+    if len(safe) == 2:
+        return "go", None
+    if len(safe) == 1:
+        return "no-go", (f"unipedicular from the {safe[0]} side (aim ~20-25 deg medially to reach the midline; "
+                         "re-plan that path)")  # fmt: skip
+    if sum(1 for _, _, s in cannulas if s and " G cannula passes" in s) == 2:
+        return "no-go", "use the thinner cannula named on each side"
+    if is_thoracic(level):
+        return "no-go", "consider a costotransverse (extrapedicular) route"
+    return "no-go", "no safe transpedicular path at this gauge: review on a CT"

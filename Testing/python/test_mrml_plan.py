@@ -42,8 +42,42 @@ def test_edit_trajectory_recomputes(plan_dir, mrml_scene):
     after = mrml_plan.recheck_line(mrml_scene, line)
     assert not after["safe"] and after["clearance_mm"] < before["clearance_mm"] - 2.0
     assert line.GetName().endswith("UNSAFE") and line.GetDisplayNode().GetColor()[0] > 0.9
-    table = {r["side"]: r for r in mrml_plan.plan_table(mrml_scene, added["folder"])}
+    rows = mrml_plan.plan_table(mrml_scene, added["folder"])
+    table = {r["side"]: r for r in rows}
     assert not table["left"]["safe"] and table["right"]["safe"]
+    # The vertebra's verdict follows its cannulas: no-go, with the planner's own suggestion.
+    assert {r["verdict"] for r in rows} == {"no-go"} and added["models"]["L2"].GetName() == "L2 (no-go)"
+    assert table["left"]["vertebra_suggestion"].startswith("unipedicular from the right side")
+    cells = mrml_plan.table_cells(rows)
+    assert len(cells[0]) == len(mrml_plan.TABLE_HEADERS) and cells[0][4] == "NO" and "unipedicular" in cells[0][7]
+    for i in range(2):  # dragged back: go again
+        p = [0.0, 0.0, 0.0]
+        line.GetNthControlPointPositionWorld(i, p)
+        line.SetNthControlPointPositionWorld(i, p[0] - 4.0, p[1], p[2])
+    assert mrml_plan.recheck_line(mrml_scene, line)["safe"]
+    assert {r["verdict"] for r in mrml_plan.plan_table(mrml_scene, added["folder"])} == {"go"}
+
+
+def test_failed_fit_has_a_row_of_its_own(plan_dir, mrml_scene, tmp_path):
+    """A vertebra whose fit failed has no cannulas, yet the table shows it, with the reason."""
+    import shutil
+
+    from SpineDARTLib import mrml_plan
+
+    folder = shutil.copytree(plan_dir, tmp_path / "plan")
+    report = json.loads((folder / "report.json").read_text())
+    v = report["vertebrae"][0]
+    (folder / "L2.vtp").rename(folder / "L2-FAILED.vtp")
+    v.update(status="failed", fit_reason="landmark reprojection 7.2 px > 6 px", cannulas=[],
+             suggestion="not planned: the fit failed", files={"mesh_failed_vtp": "L2-FAILED.vtp"})  # fmt: skip
+    (folder / "report.json").write_text(json.dumps(report))
+    added = mrml_plan.add_plan(mrml_scene, folder / "report.json")
+    rows = mrml_plan.plan_table(mrml_scene, added["folder"])
+    assert [(r["level"], r["verdict"], r["side"]) for r in rows] == [("L2", "failed", None)]
+    (cells,) = mrml_plan.table_cells(rows)
+    assert (
+        cells[:2] == ["L2", "failed: landmark reprojection 7.2 px > 6 px"] and cells[7] == "not planned: the fit failed"
+    )
 
 
 def test_mrb_roundtrip(plan_dir, mrml_scene, tmp_path):
