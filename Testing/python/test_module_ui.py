@@ -741,6 +741,32 @@ def test_logic_summarises_the_demo_views(spinedart_module):
     assert spinedart_module.optionalPath(parameterNode.xrayAPath) is None  # unset Path field reads "."
 
 
+def test_parameter_node_and_placed_points_survive_an_mrb_round_trip(spinedart_module, monkeypatch, tmp_path):
+    """The panel's state (a vtkMRMLScriptedModuleNode: values and node references) and the points
+    placed through the logic come back from an .mrb, so a reopened scene plans the same."""
+    from SpineDARTLib import mrml
+
+    slicer = spinedart_module.slicer
+    logic = spinedart_module.SpineDARTLogic()
+    volumeA, volumeB = logic.loadDemoCase()
+    p = logic.getParameterNode()
+    p.xrayAVolume, p.xrayBVolume = volumeA, volumeB
+    p.targetLevels, p.gauge, p.marginMm, p.device, p.usePlacedPoints = "L2", "13", 1.5, "cpu", True
+    p.pointsA = logic.armPointPlacement(None, volumeA, "L2", "PCL")
+    p.pointsA.AddControlPoint(10.0, 20.0, 30.0)
+    path = mrml.save_scene_mrb(slicer.mrmlScene, tmp_path / "state.mrb")
+    back = mrml.load_scene_mrb(path)
+    try:
+        monkeypatch.setattr(slicer, "mrmlScene", back)
+        q = spinedart_module.SpineDARTLogic().getParameterNode()
+        assert (q.targetLevels, q.gauge, q.marginMm, q.device, q.usePlacedPoints) == ("L2", "13", 1.5, "cpu", True)
+        assert q.xrayAVolume.GetName() == volumeA.GetName() and q.xrayBVolume.GetName() == volumeB.GetName()
+        assert mrml.projection_from_node(q.xrayBVolume).image_size == mrml.projection_from_node(volumeB).image_size
+        assert q.pointsA.GetNthControlPointLabel(0) == "L2 PCL" and q.pointsB is None
+    finally:
+        mrml.release_scene(back)
+
+
 def test_logic_refuses_a_node_without_geometry(spinedart_module):
     logic = spinedart_module.SpineDARTLogic()
     plain = spinedart_module.slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "plain")
