@@ -197,6 +197,13 @@ def _build_parser() -> argparse.ArgumentParser:
                          "--views both", 16, 3e-4)  # fmt: skip
     ts.add_argument("--per-vertebra", type=int, default=8, help="instances drawn around each vertebra per view pair")
     ts.add_argument("--workers", type=int, default=1, help="processes preparing the samples (once, cached)")
+    ts.add_argument(
+        "--trajectories",
+        type=int,
+        default=0,
+        help="fits traced per view pair (gt-noisy evidence) whose iterates are samples too (default 0)",
+    )
+    ts.add_argument("--init-weights", type=Path, help="start from these similarity weights (fine-tuning)")
 
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
@@ -665,13 +672,18 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
     _start_training(args, "e.g. --epochs 20", sizes=("--per-vertebra",), counts=("--workers",))
     if not args.data.is_dir():
         raise UserError("is not a folder", "give the --out folder of spinedart synth", args.data)
+    if args.trajectories < 0:
+        raise UserError(f"--trajectories {args.trajectories} is negative", "give 0 (none) or a count, e.g. 3")
+    if args.init_weights is not None and not args.init_weights.is_file():
+        raise UserError("file not found", "give existing similarity weights to --init-weights", args.init_weights)
     from .fit.similarity_net import TINY, SimilarityConfig
     from .nets.similarity_train import train_similarity
 
     config = SimilarityConfig(**TINY) if args.size == "tiny" else SimilarityConfig()
     command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
     card = train_similarity(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
-                            args.per_vertebra, args.workers, args.resume, args.stop_after_steps, command)  # fmt: skip
+                            args.per_vertebra, args.workers, args.resume, args.stop_after_steps, command,
+                            trajectories=args.trajectories, init_weights=args.init_weights)  # fmt: skip
     if card.get("stopped"):
         print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
         return 0

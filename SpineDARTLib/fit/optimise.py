@@ -297,10 +297,16 @@ def _state(params: list[dict[str, torch.Tensor]]) -> list[dict[str, np.ndarray]]
 
 
 def _run_stage(
-    prob: _Problem, states: list[dict[str, np.ndarray]], iterations: int, history: list[dict[str, float]], tag: str
+    prob: _Problem,
+    states: list[dict[str, np.ndarray]],
+    iterations: int,
+    history: list[dict[str, float]],
+    tag: str,
+    trace: list[tuple[str, int, list[dict[str, np.ndarray]]]] | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], float, int]:
     """Adam on every instance's pose and first ``n_modes`` coefficients, learning rates decaying
-    linearly to 10 %; the best state seen is returned (with its loss and the iterations run)."""
+    linearly to 10 %; the best state seen is returned (with its loss and the iterations run).
+    ``trace``: every iterate's states are appended as (tag, iteration, states)."""
     cfg = prob.cfg
     params = _params(states, prob.device)
     groups = []
@@ -318,6 +324,8 @@ def _run_stage(
         if not torch.isfinite(total):
             break
         value = float(total.detach())
+        if trace is not None:
+            trace.append((tag, it, _state(params)))
         if value < best_loss - cfg.plateau_tol * max(abs(best_loss), 1e-3):
             best, best_loss, since = _state(params), value, 0
         else:
@@ -425,11 +433,13 @@ def fit(
     cfg: FitConfig | None = None,
     primary: list[int] | None = None,
     progress=None,
+    trace: list[tuple[str, int, list[dict[str, np.ndarray]]]] | None = None,
 ) -> list[FitResult]:
     """Fit every target jointly on the views (see the module docstring); one result per target.
     ``primary``: indices of the targets that matter (default all); the others are neighbours that
     help explain the image and are not refined in the last stage. ``progress(fraction, message)``
-    is called as the stages start."""
+    is called as the stages start. ``trace`` (a list) receives every iterate as (stage tag,
+    iteration, the active instances' states): the fit's trajectory, e.g. for training samples."""
     cfg = cfg or FitConfig()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"fit device {cfg.device!r}: no CUDA GPU is available to this Python", "fit on the cpu")
@@ -464,11 +474,11 @@ def fit(
             candidates = [sub] + [_perturbed(sub, rng, cfg) for _ in range(cfg.restarts - 1)]
             tried = []
             for c, cand in enumerate(candidates):
-                st, loss, n = _run_stage(prob, cand, cfg.restart_iterations, history, f"restart{c}")
+                st, loss, n = _run_stage(prob, cand, cfg.restart_iterations, history, f"restart{c}", trace)
                 tried.append((loss, c, st))
                 iterations += n
             sub = min(tried, key=lambda x: (x[0], x[1]))[2]
-        sub, _, n = _run_stage(prob, sub, stage.iterations, history, f"stage{k}")
+        sub, _, n = _run_stage(prob, sub, stage.iterations, history, f"stage{k}", trace)
         iterations += n
         for i, st in zip(active, sub, strict=True):
             states[i] = st

@@ -12,6 +12,12 @@ the degraded image) and the splat rendering of the instance in the window (:mod:
 MASD here: the mean of the nearest-point distances both ways between 30 000 area-uniform samples
 of each surface (point-to-point, ≈ 0.1 mm above the exact point-to-surface ASSD at this density).
 
+**Trajectory samples** (``trajectories`` > 0): for that many vertebrae of each pair, the fit itself
+(default loss, this vertebra alone) is run from the benchmark's ``gt-noisy`` evidence of the views
+and ``TRAJECTORY_SAMPLES`` of its iterates — from the initialisation through its restarts and
+stages to where it ends, a failed fit included — become samples with their true MASD: the
+instances a fit actually visits, not only random perturbations. Kept in a cache of their own.
+
 Samples are prepared once per case into a cache folder (one ``.npz`` per case, float16 windows),
 in parallel over cases, and reused by every epoch and by a resumed run.
 """
@@ -37,6 +43,8 @@ MAX_COEFF = 1.5  # σ
 NEIGHBOUR_JUMP = 0.1  # fraction of instances moved by about a vertebra's height along the column
 NEIGHBOUR_MM = (22.0, 34.0)
 DATA_VERSION = 1  # bump when what a sample holds changes: the cache is keyed by it
+TRAJECTORY_SAMPLES = 6  # iterates kept along one traced fit (evenly spaced, first and last included)
+TRAJECTORY_VERSION = 1
 
 
 def masd(a_points: np.ndarray, b_points: np.ndarray) -> float:
@@ -116,23 +124,55 @@ def reference_instance(model, level: str, projections, landmarks: dict[str, Any]
     return {"b": init.coeffs, "r": init.rotvec, "t": init.translation}
 
 
-def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, seed: int) -> dict[str, np.ndarray]:
-    """Every sample of one case (see the module docstring)."""
+def trajectory_states(model, level: str, xrays, labels, masks, rng: np.random.Generator, seed: int) -> list[dict]:
+    """States along the fit of one vertebra (alone, default loss) from the benchmark's ``gt-noisy``
+    evidence of these views: ``TRAJECTORY_SAMPLES`` iterates, evenly spaced from the
+    initialisation to the last one. Empty when the evidence cannot initialise it."""
+    from ..errors import UserError
+    from ..fit.evidence import gt_noisy_view
+    from ..fit.init import initialise
+    from ..fit.landmarks2d import VertebraEvidence
+    from ..fit.optimise import FitConfig, FitTarget, FitView, fit
+
+    noisy = [gt_noisy_view(lab, m, float(np.mean(x.projection.pixel_spacing_mm)), rng)
+             for lab, m, x in zip(labels, masks, xrays, strict=True)]  # fmt: skip
+    evidence = [n.evidence.get(level, VertebraEvidence()) for n in noisy]
+    try:
+        init = initialise(model, level, [x.projection for x in xrays], evidence)
+    except UserError:
+        return []
+    trace: list = []
+    target = FitTarget(level, model, init, evidence, [n.masks.get(level) for n in noisy])
+    fit([target], [FitView(x.projection, x.image) for x in xrays], FitConfig(seed=seed), trace=trace)
+    keep = np.unique(np.linspace(0, len(trace) - 1, TRAJECTORY_SAMPLES).round().astype(int)) if trace else []
+    return [trace[i][2][0] for i in keep]
+
+
+def prepare_case(
+    case_dir: Path, config: SimilarityConfig, per_vertebra: int, seed: int, trajectories: int = 0
+) -> dict[str, np.ndarray]:
+    """Every sample of one case (see the module docstring): ``per_vertebra`` perturbed instances of
+    each vertebra and pair, or with ``trajectories`` > 0 instead the iterates of that many traced
+    fits per pair (a cache of their own)."""
     import torch
 
     from ..fit.solid import Solid
     from ..mesh_io import read_mesh
     from ..ssm.io import model_for_level
     from ..surface import sample_surface
+    from ..synth.case import read_masks
     from ..xray import read_xray
 
     torch.set_num_threads(1)
     doc = json.loads((case_dir / "case.json").read_text())
     rng = np.random.default_rng([seed, int(doc.get("seed") or 0), DATA_VERSION])
+    pairs = _pairs(doc, rng)  # the same pairs for both kinds of sample
+    if trajectories:
+        rng = np.random.default_rng([seed, int(doc.get("seed") or 0), TRAJECTORY_VERSION, 7])
     out: dict[str, list] = {k: [] for k in ("xray", "xray_degraded", "render", "masd", "level", "magnitude", "jump")}
     verts = {v["level"]: v for v in doc["vertebrae"]}
     models, meshes, solids = {}, {}, {}
-    for only, pair in _pairs(doc, rng):
+    for only, pair in pairs:
         xr = [read_xray(case_dir / v["image"], case_dir / v["sidecar"]) for v in pair]
         degraded = [
             read_xray(case_dir / v["degraded_image"], case_dir / v["sidecar"]).image
@@ -143,18 +183,30 @@ def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, se
         labels = [json.loads((case_dir / v["labels"]).read_text()) for v in pair]
         seen = [{i["level"]: i for i in lab["instances"] if i["mask_pixels"] >= MIN_MASK_PIXELS} for lab in labels]
         projections = [x.projection for x in xr]
-        for level, vert in verts.items():
-            if vert.get("truncated") or not all(level in s for s in seen) or only not in (None, level):
-                continue
+        usable = [lv for lv, vert in verts.items()
+                  if not vert.get("truncated") and all(lv in s for s in seen) and only in (None, lv)]  # fmt: skip
+        if trajectories:
+            usable = sorted(rng.choice(usable, min(trajectories, len(usable)), replace=False)) if usable else []
+            masks = [read_masks(case_dir / v["masks"]) for v in pair]
+        for level in usable:
+            vert = verts[level]
             if level not in models:
                 models[level] = model_for_level(level)
                 solids[level] = Solid(models[level])
                 v, f = read_mesh(case_dir / vert["mesh"]["path"])[:2]
                 meshes[level] = sample_surface(v, f, SURFACE_SAMPLES, seed)
             model = models[level]
-            ref = reference_instance(model, level, projections, vert["landmarks"])
-            for k in range(per_vertebra):
-                state, how = (ref, {"magnitude": 0.0, "jump_mm": 0.0}) if k == 0 else perturb(ref, rng, 15)
+            if trajectories:
+                states = trajectory_states(model, level, xr, labels, masks, rng, seed)
+                hows = [{"magnitude": -1.0, "jump_mm": 0.0}] * len(states)  # magnitude −1: a fit's iterate
+            else:
+                ref = reference_instance(model, level, projections, vert["landmarks"])
+                states, hows = [ref], [{"magnitude": 0.0, "jump_mm": 0.0}]
+                for _ in range(per_vertebra - 1):
+                    state, how = perturb(ref, rng, 15)
+                    states.append(state)
+                    hows.append(how)
+            for state, how in zip(states, hows, strict=True):
                 points = model.instance(state["b"], state["r"], state["t"])
                 surf = sample_surface(model.surface(points), model.faces, SURFACE_SAMPLES, seed + 1)
                 wins = [window(p, model.centre + state["t"], config) for p in projections]
@@ -181,44 +233,49 @@ def prepare_case(case_dir: Path, config: SimilarityConfig, per_vertebra: int, se
     return arrays
 
 
-def cache_folder(data: Path, config: SimilarityConfig, per_vertebra: int, seed: int) -> Path:
+def cache_folder(data: Path, config: SimilarityConfig, per_vertebra: int, seed: int, trajectories: int = 0) -> Path:
+    if trajectories:
+        key = json.dumps([config.crop_px, config.crop_mm, trajectories, seed, TRAJECTORY_VERSION, TRAJECTORY_SAMPLES])
+        return Path(data) / f".similarity-traj-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     key = json.dumps([config.crop_px, config.crop_mm, per_vertebra, seed, DATA_VERSION])
     return Path(data) / f".similarity-cache-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def _job(args: tuple) -> tuple[str, str | None]:
-    case_dir, path, config, per_vertebra, seed = args
+    case_dir, path, config, per_vertebra, seed, trajectories = args
     from ..atomic import atomic_write_npz
 
     try:
-        atomic_write_npz(path, prepare_case(case_dir, config, per_vertebra, seed))
+        atomic_write_npz(path, prepare_case(case_dir, config, per_vertebra, seed, trajectories))
     except Exception as exc:  # a broken case is reported and left out, the others are prepared
         return str(case_dir), f"{type(exc).__name__}: {exc}"
     return str(case_dir), None
 
 
 def prepare(
-    data: Path, config: SimilarityConfig, per_vertebra: int = 8, seed: int = 0, workers: int = 1
+    data: Path, config: SimilarityConfig, per_vertebra: int = 8, seed: int = 0, workers: int = 1, trajectories: int = 0
 ) -> tuple[list[Path], list[Path], list[str]]:
     """(training files, validation files, problems): one cached ``.npz`` per case (made where
-    missing); every tenth case (by case id) is validation, as for the detector."""
+    missing) of perturbed instances and, with ``trajectories`` > 0, one more of traced fits; every
+    tenth case (by case id) is validation, as for the detector."""
     from ..errors import UserError
     from .detector_data import case_dirs, is_validation
 
     cases = case_dirs(data)
     if not cases:
         raise UserError("holds no data-engine case (case.json)", "run spinedart synth --out DIR first", data)
-    cache = cache_folder(data, config, per_vertebra, seed)
-    cache.mkdir(parents=True, exist_ok=True)
     jobs, files = [], []
-    for d in cases:
-        path = cache / f"{d.name}.npz"
-        files.append((d, path))
-        if not path.exists():
-            jobs.append((d, path, config, per_vertebra, seed))
+    for traced in [0] + ([trajectories] if trajectories else []):
+        cache = cache_folder(data, config, per_vertebra, seed, traced)
+        cache.mkdir(parents=True, exist_ok=True)
+        for d in cases:
+            path = cache / f"{d.name}.npz"
+            files.append((d, path))
+            if not path.exists():
+                jobs.append((d, path, config, per_vertebra, seed, traced))
     problems = []
     if jobs:
-        print(f"preparing similarity samples of {len(jobs)} cases ({workers} workers)", file=sys.stderr, flush=True)
+        print(f"preparing similarity samples: {len(jobs)} case files ({workers} workers)", file=sys.stderr, flush=True)
         if workers > 1:
             import multiprocessing as mp
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..fit.similarity_net import CARD_SCHEMA, SimilarityConfig, SimilarityNet, standardise
+from ..fit.similarity_net import CARD_SCHEMA, SimilarityConfig, SimilarityNet, load_similarity, standardise
+from ..provenance import sha256_file
 from .similarity_data import load_cases, prepare
 from .training import (
     check_fresh,
@@ -90,21 +91,32 @@ def train_similarity(
     stop_after_steps: int | None = None,
     command: str = "",
     progress: Callable[[str], None] | None = None,
+    trajectories: int = 0,
+    init_weights: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or continue) the similarity on the cases under ``data``; writes ``out`` (safetensors),
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
-    epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written)."""
+    epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written).
+    ``trajectories``: traced fits per view pair whose iterates are samples too (see
+    :mod:`.similarity_data`). ``init_weights``: start from these weights (fine-tuning; their
+    configuration is used and their hash recorded)."""
     out = Path(out)
     config = config or SimilarityConfig()
     ckpt_path = out.with_suffix(".ckpt")
     check_fresh(ckpt_path, resume)
     say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
     torch.manual_seed(seed)
-    train_files, val_files, problems = prepare(data, config, per_vertebra, seed, workers)
+    start = None
+    if init_weights is not None:
+        start, start_card = load_similarity(init_weights)
+        config = SimilarityConfig.from_dict(start_card["config"])
+    train_files, val_files, problems = prepare(data, config, per_vertebra, seed, workers, trajectories)
     train, val = load_cases(train_files, "alternative"), load_cases(val_files)
     if not train:
         raise UserError("holds no training sample (no vertebra seen whole in both views)", "add cases", data)
     model = SimilarityNet(config)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
 
     def loss_of(idx: np.ndarray, rng: np.random.Generator, _epoch: int) -> torch.Tensor:
@@ -122,7 +134,9 @@ def train_similarity(
     if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
-                      samples_per_vertebra=per_vertebra, n_train_samples=n,
+                      samples_per_vertebra=per_vertebra, traced_fits_per_pair=trajectories, n_train_samples=n,
+                      init_weights=None if init_weights is None else {"path": str(init_weights),
+                                                                      "sha256": sha256_file(init_weights)},
                       n_validation_samples=len(val["masd"]) if val else 0, left_out_cases=problems,
                       batch_size=batch_size, lr=lr,
                       output="log MASD (mm) of the instance to the true vertebra; MASD = exp(output)")  # fmt: skip

@@ -153,6 +153,50 @@ def test_tiny_training_resumes_to_the_same_weights(tiny_weights, run_cli):
         load_similarity(root / "t.safetensors")
 
 
+def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
+    """--trajectories adds the iterates of real fits (gt-noisy evidence) as samples, in a cache of
+    their own; --init-weights starts from given weights and the card names them."""
+    from SpineDARTLib.nets.similarity_data import TRAJECTORY_SAMPLES, cache_folder
+    from SpineDARTLib.provenance import sha256_file
+
+    traced = prepare_case(synth_set / "a" / "case_0000", CFG, 6, seed=0, trajectories=1)
+    n = len(traced["masd"])
+    assert 2 <= n <= TRAJECTORY_SAMPLES and (traced["magnitude"] == -1).all()  # one pair, one traced fit
+    assert np.isfinite(traced["masd"]).all() and np.ptp(traced["masd"]) > 0  # the fit moved the instance
+    root, base = tiny_weights
+    from SpineDARTLib.cli import main
+
+    args = list(base)
+    args[args.index("--epochs") + 1] = "1"
+    out = root / "tuned.safetensors"
+    assert main([*args, "--out", str(out), "--trajectories", "1", "--init-weights", str(root / "a.safetensors")]) == 0
+    card, first = json.loads(out.with_suffix(".json").read_text()), json.loads((root / "a.json").read_text())
+    assert card["traced_fits_per_pair"] == 1 and card["init_weights"]["sha256"] == sha256_file(root / "a.safetensors")
+    assert card["n_train_samples"] > first["n_train_samples"]
+    assert any(cache_folder(root / "data", CFG, 4, 0, 1).glob("*.npz"))
+
+
+def test_fit_trace_holds_every_iterate_from_the_initialisation(synth_set):
+    from SpineDARTLib.bench.accuracy import load_views, model_for
+    from SpineDARTLib.bench.sets import tasks_of
+    from SpineDARTLib.fit import VertebraEvidence, initialise
+    from SpineDARTLib.fit.optimise import FitConfig, FitTarget, FitView, Stage, fit
+
+    task = tasks_of(synth_set / "a" / "case_0000", "ort")[0]
+    _, xrays, labels, _ = load_views(task)
+    model = model_for(task.target)
+    evidence = [VertebraEvidence({n: np.asarray(r["uv"]) for n, r in next(
+        i for i in lab["instances"] if i["level"] == task.target)["landmarks"].items()}) for lab in labels]  # fmt: skip
+    init = initialise(model, task.target, [x.projection for x in xrays], evidence)
+    trace: list = []
+    cfg = FitConfig(stages=(Stage(64, 3.0, 3, 5),), restarts=2, restart_iterations=3)
+    res = fit([FitTarget(task.target, model, init, evidence, [None, None])], [FitView(x.projection, x.image)
+              for x in xrays], cfg, trace=trace)[0]  # fmt: skip
+    assert [t[0] for t in trace][:3] == ["restart0"] * 3 and trace[-1][0] == "stage0"
+    assert len(trace) == res.iterations and np.allclose(trace[0][2][0]["t"], init.translation)
+    assert any(np.allclose(st[0]["t"], res.translation) for _, _, st in trace)  # the fit ends on an iterate
+
+
 def test_prediction_is_differentiable_with_respect_to_the_rendering(tiny_weights):
     net, _ = load_similarity(tiny_weights[0] / "a.safetensors")
     x = torch.randn(1, 2, 32, 32)
