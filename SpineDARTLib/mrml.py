@@ -109,6 +109,15 @@ def add_xray_volume(scene: Any, xray: XRay, name: str | None = None) -> Any:
     return node
 
 
+def volume_matrix(node: Any, ras_to_ijk: bool = False) -> np.ndarray:
+    """A volume node's IJK→RAS (or RAS→IJK) matrix as a 4×4 array."""
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    (node.GetRASToIJKMatrix if ras_to_ijk else node.GetIJKToRASMatrix)(m)
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
 def projection_from_node(node: Any) -> Projection:
     text = node.GetAttribute(ATTR_PROJECTION)
     if not text:

@@ -196,20 +196,12 @@ def plan_table(scene: Any, folder: int) -> list[dict[str, Any]]:
 
 
 # --- landmarks placed by the user -----------------------------------------------------------------
-def _matrix(node: Any, ras_to_ijk: bool) -> np.ndarray:
-    import vtk
-
-    m = vtk.vtkMatrix4x4()
-    (node.GetRASToIJKMatrix if ras_to_ijk else node.GetIJKToRASMatrix)(m)
-    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
-
-
 def add_landmark_points(scene: Any, xray_node: Any, evidence: dict[str, Any], name: str) -> Any:
     """A markups point list on an X-ray's image plane, one point per 2-D landmark, labelled
     ``"<level> <landmark>"`` (how the panel names points placed by the user)."""
     import vtk
 
-    ijk_to_ras = _matrix(xray_node, False)
+    ijk_to_ras = mrml.volume_matrix(xray_node)
     node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
     for level, ev in evidence.items():
         for lm, uv in ev.landmarks.items():
@@ -258,7 +250,7 @@ def landmarks_from_point_lists(xray_nodes: list[Any], point_lists: list[Any]):
         raise UserError("landmarks need two X-rays and one point list for each", "place points on both views")
     views = []
     for k, (xn, pl) in enumerate(zip(xray_nodes, point_lists, strict=True)):
-        ras_to_ijk = _matrix(xn, True)
+        ras_to_ijk = mrml.volume_matrix(xn, ras_to_ijk=True)
         w, h = mrml.projection_from_node(xn).image_size
         levels: dict[str, VertebraEvidence] = {}
         for i in range(pl.GetNumberOfControlPoints()):
@@ -336,7 +328,7 @@ def plan_job(
 # --- the plan drawn on the X-rays ---------------------------------------------------------------------
 def _on_image(xray_node: Any, uv: np.ndarray) -> np.ndarray:
     """Pixel coordinates (u, v) → RAS points on the X-ray's image plane (as shown in its slice view)."""
-    m = _matrix(xray_node, False)
+    m = mrml.volume_matrix(xray_node)
     uvw = np.c_[uv, np.zeros(len(uv)), np.ones(len(uv))]
     return (uvw @ m.T)[:, :3]
 

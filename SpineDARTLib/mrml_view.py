@@ -113,8 +113,6 @@ class OffscreenView:
 def show_volume_slice(scene: Any, volume: Any, index: int = 0) -> Any:
     """Show ``volume`` on its own plane in 3-D (a slice logic reformatted to it, its slice model
     visible), as Slicer does with "show in 3D" on a slice view. Returns the slice model node."""
-    import vtk
-
     slicer = mrml._slicer()
     colours = slicer.vtkMRMLColorLogic()  # the grey lookup table a scalar volume is shown with
     colours.SetMRMLScene(scene)
@@ -128,9 +126,7 @@ def show_volume_slice(scene: Any, volume: Any, index: int = 0) -> Any:
     logic.GetSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
     dims = volume.GetImageData().GetDimensions()
     slice_node.SetDimensions(dims[0], dims[1], 1)
-    m = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(m)
-    ijk_to_ras = np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+    ijk_to_ras = mrml.volume_matrix(volume)
     # The slice's normal is the image's k axis and its in-plane axes the image's: no resampling skew.
     u, v = ijk_to_ras[:3, 0], ijk_to_ras[:3, 1]
     n = np.cross(u, v)

@@ -86,7 +86,7 @@ def render_plan(report_path: str | Path, xray_path: str | Path | None = None, si
         slice_model = show_volume_slice(scene, xray)
         plane.show_in_this_view_only([slice_model, *on_xray])
         w, h = mrml.projection_from_node(xray).image_size
-        m = mrml_plan._matrix(xray, False)
+        m = mrml.volume_matrix(xray)
         u, v = m[:3, 0], m[:3, 1]
         normal = np.cross(u, v) / np.linalg.norm(np.cross(u, v))
         centre = (m @ np.array([(w - 1) / 2, (h - 1) / 2, 0.0, 1.0]))[:3]

@@ -146,7 +146,7 @@ def test_point_placement_names_points_from_the_drop_down(mrml_scene):
     lists = [None, None]
     names = [n for n in given.views[0]["L2"].landmarks if n in given.views[1]["L2"].landmarks][:4]
     for i, xray in enumerate((a, b)):
-        ijk_to_ras = mrml_plan._matrix(xray, False)
+        ijk_to_ras = mrml.volume_matrix(xray)
         for name in names:
             lists[i] = mrml_plan.arm_point_placement(mrml_scene, lists[i], xray, " l2 ", name)
             interaction = mrml_scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
@@ -161,7 +161,7 @@ def test_point_placement_names_points_from_the_drop_down(mrml_scene):
     assert list(placed.views[1]["L2"].landmarks) == names
     assert np.allclose(placed.views[1]["L2"].landmarks[names[1]], given.views[1]["L2"].landmarks[names[1]], atol=1e-3)
     mrml_plan.arm_point_placement(mrml_scene, lists[0], a, "L2", names[1])
-    lists[0].AddControlPoint(vtk.vtkVector3d(*(mrml_plan._matrix(a, False) @ [10.0, 10.0, 0.0, 1.0])[:3]))
+    lists[0].AddControlPoint(vtk.vtkVector3d(*(mrml.volume_matrix(a) @ [10.0, 10.0, 0.0, 1.0])[:3]))
     with pytest.raises(UserError, match=f"'L2 {names[1]}' is placed twice on X-ray A"):
         mrml_plan.landmarks_from_point_lists([a, b], lists)
     for level, landmark, xray, match in (("L2", "XYZ", a, "unknown landmark"), ("Q9", "BC", a, "Q9"),
@@ -183,7 +183,7 @@ def test_plan_drawn_on_the_xrays(plan_dir, mrml_scene):
     report = json.loads((plan_dir / "report.json").read_text())
     bc = np.asarray(report["vertebrae"][0]["landmarks_ras_mm"]["BC"])
     for xn, tag in ((a, "A"), (b, "B")):
-        ras_to_ijk = mrml_plan._matrix(xn, True)
+        ras_to_ijk = mrml.volume_matrix(xn, ras_to_ijk=True)
         curve = next(n for n in nodes if n.GetName() == f"L2 outline {tag}")
         pts = np.array([curve.GetNthControlPointPositionWorld(i) for i in range(curve.GetNumberOfControlPoints())])
         ijk = np.c_[pts, np.ones(len(pts))] @ ras_to_ijk.T
