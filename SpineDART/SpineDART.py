@@ -1,9 +1,7 @@
 """SpineDART: CT-free vertebroplasty planning from two calibrated X-rays (3D Slicer scripted module).
 
-This file is wiring only: widget -> logic -> SpineDARTLib. Everything that can be tested without
-the Slicer application (readers, geometry, MRML conversion) lives in the SpineDARTLib package next
-to this module; the library and its Python requirements are imported lazily, after the module has
-checked (and, with the user's consent, installed) them.
+Wiring only: widget -> logic -> SpineDARTLib (everything testable without the Slicer application), which
+is imported lazily, after the module has checked (and, with the user's consent, installed) its requirements.
 """
 
 import logging
@@ -112,6 +110,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             selector.addAttribute("vtkMRMLScalarVolumeNode", GEOMETRY_KIND_ATTRIBUTE)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndClose)  # a loaded .mrb
         self.ui.loadXraysButton.connect("clicked(bool)", self.onLoadXraysButton)
         self.ui.planButton.connect("clicked(bool)", self.onPlanButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
@@ -146,7 +145,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
-        """Called just after the scene is closed."""
+        """Called just after the scene is closed, or a scene was loaded (its parameter node and plans)."""
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -166,6 +165,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # synchronised with it both ways.
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._observePlans()  # plans restored with a loaded scene stay editable
         self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
@@ -173,14 +173,10 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ready = bool(parameterNode and optionalPath(parameterNode.xrayAPath) and optionalPath(parameterNode.xrayBPath))
         self.ui.loadXraysButton.enabled = ready
         running = self._client is not None and not self._client.finished
-        self.ui.planButton.enabled = bool(
-            parameterNode and parameterNode.xrayAVolume and parameterNode.xrayBVolume and not running
-        )
-        self.ui.loadXraysButton.toolTip = (
-            _("Read both X-rays with their geometry and add them to the scene, each on its detector plane.")
-            if ready
-            else _("Choose the image files of X-ray A and X-ray B first.")
-        )
+        p = parameterNode
+        self.ui.planButton.enabled = bool(p and p.xrayAVolume and p.xrayBVolume and not running)
+        tip = _("Read both X-rays with their geometry and add them to the scene, each on its detector plane.")
+        self.ui.loadXraysButton.toolTip = tip if ready else _("Choose the image files of X-ray A and X-ray B first.")
         self._updateGeometrySummary()
 
     def _updateGeometrySummary(self) -> None:
@@ -311,15 +307,23 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as exc:
             self._reportError(_("Loading the plan failed"), exc)
             return
-        self._planFolder = added["folder"]
-        for line in added["lines"].values():
-            self.addObserver(line, line.PointEndInteractionEvent, self._onLineEdited)
+        self._observePlans()
+        if added["report"]["ok"]:
+            self._setStatus(_("Planned: every path safe."), "ok")
+        else:
+            self._setStatus(_("Planned, with flags: see the table."), "warning")
+
+    def _observePlans(self) -> None:
+        """Every plan's cannula lines in the scene (new, or restored with it) re-checked when dragged;
+        the table shows the newest plan."""
+        try:
+            lines, self._planFolder = self.logic.planLines()
+        except ImportError:  # the library's packages are not installed yet: there is no plan either
+            return
+        for line in lines:
+            if not self.hasObserver(line, line.PointEndInteractionEvent, self._onLineEdited):
+                self.addObserver(line, line.PointEndInteractionEvent, self._onLineEdited)
         self._fillResultsTable()
-        ok = added["report"]["ok"]
-        self._setStatus(
-            _("Planned: every path safe.") if ok else _("Planned, with flags: see the table."),
-            "ok" if ok else "warning",
-        )
 
     def _onLineEdited(self, caller, event) -> None:
         try:
@@ -351,9 +355,7 @@ class SpineDARTWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setStatus(f"{what}: {message}", "error")
         if details:
             logging.error("%s: %s\n%s", what, message, details)
-            slicer.util.errorDisplay(f"{what}: {message}", windowTitle="SpineDART", detailedText=details)
-        else:
-            slicer.util.errorDisplay(f"{what}: {message}", windowTitle="SpineDART")
+        slicer.util.errorDisplay(f"{what}: {message}", windowTitle="SpineDART", detailedText=details or "")
 
 
 _STATUS_STYLE = {"none": "", "ok": "", "warning": "color: #b35900;", "error": "color: #c62828; font-weight: bold;"}
@@ -362,12 +364,8 @@ _STATUS_STYLE = {"none": "", "ok": "", "warning": "color: #b35900;", "error": "c
 def optionalPath(value):
     """A path from a parameter node or text field, or None when it is empty (an unset pathlib.Path
     field of the parameter node reads as Path("."), never a useful file)."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if text in ("", "."):
-        return None
-    return pathlib.Path(text)
+    text = "" if value is None else str(value).strip()
+    return None if text in ("", ".") else pathlib.Path(text)
 
 
 def describeError(exc: Exception):
@@ -386,8 +384,6 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return SpineDARTParameterNode(super().getParameterNode())
-
-    # -- Python requirements of SpineDARTLib ------------------------------------------------------
 
     @staticmethod
     def requirementsPath() -> pathlib.Path:
@@ -416,8 +412,6 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
             packaging = None
         return install_in_slicer(requirements, askConfirmation, slicer.util, packaging, _)
 
-    # -- X-rays --------------------------------------------------------------------------------
-
     def loadXrays(self, xrayAPath, xrayBPath, geometryAPath=None, geometryBPath=None, scene=None):
         """Read both X-rays (with optional geometry files) into volume nodes; returns (volumeA, volumeB).
 
@@ -443,8 +437,6 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         from SpineDARTLib import mrml
 
         return mrml.describe_view_pair(volumeA, volumeB)
-
-    # -- planning ------------------------------------------------------------------------------
 
     def armPointPlacement(self, points, volume, level, landmark, scene=None):
         """Name the next point placed in ``points`` (a new list when None) "<level> <landmark>" and
@@ -488,6 +480,12 @@ class SpineDARTLogic(ScriptedLoadableModuleLogic):
         projections = [mrml.projection_from_node(v) for v in volumes] if all(volumes) and volumes else None
         return mrml_plan.recheck_line(scene if scene is not None else slicer.mrmlScene, line, projections)
 
+    def planLines(self, scene=None):
+        """(every planned cannula line in the scene, the newest plan's folder or None)."""
+        from SpineDARTLib import mrml_plan
+
+        return mrml_plan.plan_lines(scene if scene is not None else slicer.mrmlScene)
+
     def resultRows(self, folder, scene=None):
         from SpineDARTLib import mrml_plan
 
@@ -503,12 +501,10 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         """Run as few or as many tests as needed here."""
-        self.setUp()
-        self.test_SpineDARTLoadDemoCase()
-        self.setUp()
-        self.test_SpineDARTBadInputIsRefused()
-        self.setUp()
-        self.test_SpineDARTPlanDemoFromPlacedPoints()
+        for test in (self.test_SpineDARTLoadDemoCase, self.test_SpineDARTBadInputIsRefused,
+                     self.test_SpineDARTPlanDemoFromPlacedPoints):  # fmt: skip
+            self.setUp()
+            test()
 
     def test_SpineDARTLoadDemoCase(self):
         """Both demo X-rays become volumes carrying the geometry read from their files; the views are

@@ -249,6 +249,13 @@ def folder_children(scene: Any, folder: int) -> list[Any]:
     return [n for i in range(ids.GetNumberOfIds()) if (n := sh.GetItemDataNode(ids.GetId(i))) is not None]
 
 
+def folder_of(scene: Any, node: Any) -> int | None:
+    """The subject-hierarchy folder a data node sits in (None: directly under the scene)."""
+    sh = _slicer().vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    parent = sh.GetItemParent(sh.GetItemByDataNode(node))
+    return None if parent in (0, sh.GetSceneItemID()) else parent
+
+
 def _storable_nodes(scene: Any) -> list[Any]:
     out = []
     for i in range(scene.GetNumberOfNodes()):

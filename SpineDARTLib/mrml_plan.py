@@ -160,6 +160,15 @@ def _update_verdict(scene: Any, model: Any) -> None:
     model.SetName(f"{model.GetAttribute(ATTR_LEVEL)} ({status})")
 
 
+def plan_lines(scene: Any) -> tuple[list[Any], int | None]:
+    """Every planned cannula line in the scene (e.g. of plans restored from an .mrb, to be made
+    editable again) and the folder of the newest plan (None when there is none)."""
+    lines = scene.GetNodesByClass("vtkMRMLMarkupsLineNode")
+    found = [n for n in (lines.GetItemAsObject(i) for i in range(lines.GetNumberOfItems()))
+             if n.GetAttribute(ATTR_CHECK) and n.GetAttribute(ATTR_MODEL)]  # fmt: skip
+    return found, (mrml.folder_of(scene, found[-1]) if found else None)
+
+
 TABLE_HEADERS = ["Level", "Verdict", "Side", "Gauge", "Safe", "Clearance (mm)", "Grade", "Suggestion", "Reasons"]
 
 

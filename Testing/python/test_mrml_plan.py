@@ -97,8 +97,16 @@ def test_mrb_roundtrip(plan_dir, mrml_scene, tmp_path):
         # The reloaded line still finds its model (and the model its landmarks and part labels).
         check = mrml_plan.recheck_line(scene, left)
         assert check["safe"] and check["clearance_pedicle_mm"] is not None
+        # What the panel does with a loaded scene: every plan line found again, with its plan's folder.
+        found, folder = mrml_plan.plan_lines(scene)
+        assert sorted(n.GetName() for n in found) == ["L2 left 11G", "L2 right 11G"]
+        rows = mrml_plan.plan_table(scene, folder)
+        assert [(r["level"], r["side"], r["verdict"]) for r in rows] == [("L2", "left", "go"), ("L2", "right", "go")]
     finally:
         mrml.release_scene(scene)
+    empty = mrml.new_scene()
+    assert mrml_plan.plan_lines(empty) == ([], None)
+    mrml.release_scene(empty)
 
 
 def test_manual_landmarks_plan(plan_dir, mrml_scene, tmp_path):
