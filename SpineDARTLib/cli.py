@@ -179,6 +179,9 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", type=Path, help="results folder (default bench-results/SET-SEED)")
     be.add_argument("--detector", type=Path, help="detector weights for --init auto (default: the shipped ones)")
     be.add_argument(
+        "--similarity", type=Path, help="similarity weights of fit:learned/combined (default: the shipped ones)"
+    )
+    be.add_argument(
         "--render-mode", default="auto", help="splat rasteriser of the fit: auto (default), layered or patch"
     )
     be.add_argument("--workers", type=int, default=1, help="fits in parallel on a local dask cluster (default 1)")
@@ -527,6 +530,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy, auto, or both: auto,gt-noisy")
     if args.detector is not None and not args.detector.is_file():
         raise UserError("file not found", "check the path", args.detector)
+    if args.similarity is not None and not args.similarity.is_file():
+        raise UserError("file not found", "check the path", args.similarity)
     methods = ["fit", "ncc"] if args.method == "both" else args.method.split(",")
     if not methods or len(set(methods)) != len(methods):
         raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc, geoplan, both or a list: fit,geoplan")
@@ -567,7 +572,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
     summary = run_inits(
         inits, out, set_name=args.set, n=args.n, seed=args.seed, methods=methods, work=work, cases=cases,
-        render_mode=args.render_mode, detector_weights=args.detector, workers=args.workers,
+        render_mode=args.render_mode, detector_weights=args.detector, similarity=args.similarity, workers=args.workers,
         scheduler=args.scheduler, miscalibration=miscalibration,
     )  # fmt: skip
     s = summary

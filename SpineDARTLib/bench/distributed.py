@@ -31,9 +31,11 @@ def _detector(weights: str):
 
 
 def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, weights: str | None,
-             miscalibration: list[float] | None = None, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+             miscalibration: list[float] | None = None, similarity: str | None = None,
+             threads: int | None = None) -> dict[str, Any]:  # fmt: skip
     """One task's record by one method (``fit``, ``ncc`` or ``geoplan``). ``miscalibration``:
-    [angle deg, distance mm, offset mm] of the geometry errors handed to the method."""
+    [angle deg, distance mm, offset mm] of the geometry errors handed to the method; ``similarity``:
+    the learned similarity's weights (None: the shipped ones)."""
     import torch
 
     from ..fit.optimise import FitConfig
@@ -49,7 +51,7 @@ def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, we
     if method == "geoplan":
         return run_geoplan_task(task, detector, seed, wrong)
     kind, loss = bench_method_loss(method)
-    cfg = FitConfig(method=kind, seed=seed, render_mode=render_mode, loss=loss or DEFAULT_LOSS)
+    cfg = FitConfig(method=kind, seed=seed, render_mode=render_mode, loss=loss or DEFAULT_LOSS, similarity=similarity)
     return run_task(task, method, seed, cfg, detector=detector if init == "auto" else None, miscalibration=wrong)
 
 

@@ -221,8 +221,10 @@ def run_benchmark(
     workers: int = 1,
     scheduler: str | None = None,
     miscalibration: Miscalibration | None = None,
+    similarity: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a set and return the protocol's summary object (also written to OUT).
+    ``similarity``: the learned similarity's weights for ``fit:learned``/``combined`` (default shipped).
     ``workers`` > 1 or a ``scheduler`` address: the fits run on dask.distributed (:mod:`.distributed`).
     ``miscalibration``: every method is handed geometries wrong by these errors (the robustness study)."""
     wrong = miscalibration.to_list() if miscalibration is not None and not miscalibration.is_zero else None
@@ -245,7 +247,7 @@ def run_benchmark(
     if any(uses_learned(m) for m in methods):
         from ..fit.learned import load_network
 
-        sim_sha = load_network(None)[1]["weights_sha256"]
+        sim_sha = load_network(str(similarity) if similarity else None)[1]["weights_sha256"]
 
     def made_as_wanted(r: dict[str, Any] | None, method: str) -> bool:
         # Records from before the planner existed have no plan; those of another rasteriser (before
@@ -260,7 +262,8 @@ def run_benchmark(
 
     todo = [(t, m) for t in tasks for m in methods if not made_as_wanted(done.get((t.key, m)), m)]
     weights_arg = str(weights) if detector_card else None
-    runs = run_units(todo, (seed, render_mode, init, weights_arg, wrong), workers, scheduler)
+    sim_arg = str(similarity) if similarity else None
+    runs = run_units(todo, (seed, render_mode, init, weights_arg, wrong, sim_arg), workers, scheduler)
     for k, ((task, method), r) in enumerate(runs, 1):
         r["seed"], r["render_mode"], r["init"], r["miscalibration"] = seed, render_mode, init, wrong
         r["detector_sha"] = sha if init == "auto" or method == "geoplan" else None

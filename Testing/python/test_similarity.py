@@ -318,7 +318,7 @@ def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
     assert (after < before).mean() >= 5 / 6 and np.median(after) < 0.6 * np.median(before), (before, after)
 
 
-def test_bench_reruns_learned_records_of_other_weights(tmp_path, run_cli):
+def test_bench_reruns_learned_records_of_other_weights(tmp_path, run_cli, tiny_weights):
     """``bench --method fit:learned`` records the similarity weights it used; a resumed run keeps
     them while the weights are the same and refits them when they are not."""
     args = ["bench", "--set", "synthetic-ort", "--n", "1", "--seed", "1000000", "--method", "fit:learned",
@@ -337,3 +337,11 @@ def test_bench_reruns_learned_records_of_other_weights(tmp_path, run_cli):
     rec_path.write_text(json.dumps(rec) + "\n")
     rc, _, err = run_cli(*args)
     assert rc == 0 and "1/1" in err and "fit:learned" in err
+    # Other weights named with --similarity: refitted with them, and recorded as such.
+    tiny = tiny_weights[0] / "a.safetensors"
+    rc, _, err = run_cli(*args, "--similarity", tiny)
+    assert rc == 0 and "1/1" in err, err
+    rec = json.loads(rec_path.read_text().splitlines()[-1])
+    assert rec["similarity_sha"] == json.loads(tiny.with_suffix(".json").read_text())["weights_sha256"]
+    rc, _, err = run_cli(*args, "--similarity", tmp_path / "none.safetensors")
+    assert rc == 2 and "none.safetensors" in err and len(err.strip().splitlines()) == 1
