@@ -2,12 +2,13 @@
 their true MASD, and does descending it move an instance towards the truth?
 
 .venv/bin/python Testing/bench/similarity_eval.py --weights W --cases DIR [DIR ...] --out R.json
-    [--per-vertebra 8] [--descent 12] [--seed 0]
+    [--per-vertebra 8] [--descent 12] [--seed 0] [--trajectories 2]
 
 For every case folder (data-engine or real; never one the network was trained on): the samples of
 :mod:`SpineDARTLib.nets.similarity_data` (instances around the one initialised from the true
 landmarks, clean and degraded windows) → Spearman ρ of predicted vs true MASD, median relative
-error. Then the descent check: per vertebra (up to ``--descent`` of them), a start exactly 5 mm
+error; with ``--trajectories N`` also on the iterates of N traced fits per pair (what a fit visits).
+Then the descent check: per vertebra (up to ``--descent`` of them), a start exactly 5 mm
 and 5° off the reference (seeded directions), 40 Adam steps on the predicted MASD alone (pose and
 the first ``--modes`` shape modes, default 5) → true MASD before and after; the same starts descended on 1 − gradient
 correlation (the analytic term, same steps) as the baseline.
@@ -157,6 +158,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", type=int, default=5, help="shape modes free in the descent (0: pose only)")
     ap.add_argument("--no-rank", action="store_true", help="only the descent check")
+    ap.add_argument(
+        "--trajectories",
+        type=int,
+        default=0,
+        help="also rank the iterates of this many traced fits per pair (gt-noisy evidence)",
+    )
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     model, card = load_similarity(a.weights)
@@ -164,17 +171,19 @@ def main() -> int:
     report = {"weights_sha256": card["weights_sha256"], "seed": a.seed, "modes": a.modes, "sets": {}, "descent": []}
     t0 = time.perf_counter()
     for case in [] if a.no_rank else a.cases:
-        arrays = prepare_case(case, model.config, a.per_vertebra, a.seed)
-        if len(arrays["masd"]) == 0:
-            continue
-        cache = a.out.parent / f"{case.name}-samples.npz"
-        np.savez(cache, **arrays)
-        for variant, degraded in (("clean", "none"), ("with degraded", "extra")):
-            s = load_cases([cache], degraded=degraded)
-            pred = predict(model, s)
-            report["sets"][f"{case.name} {variant}"] = {"n": len(pred), **rank_metrics(pred, s["masd"]),
-                "true_masd_median": float(np.median(s["masd"]))}  # fmt: skip
-            print(variant, case.name, report["sets"][f"{case.name} {variant}"], file=sys.stderr, flush=True)
+        kinds = [("", 0)] + ([("fit iterates, ", a.trajectories)] if a.trajectories else [])
+        for kind, traced in kinds:
+            arrays = prepare_case(case, model.config, a.per_vertebra, a.seed, traced)
+            if len(arrays["masd"]) == 0:
+                continue
+            cache = a.out.parent / f"{case.name}-samples{'-traced' if traced else ''}.npz"
+            np.savez(cache, **arrays)
+            for variant, degraded in ((f"{kind}clean", "none"), (f"{kind}with degraded", "extra")):
+                s = load_cases([cache], degraded=degraded)
+                pred = predict(model, s)
+                report["sets"][f"{case.name} {variant}"] = {"n": len(pred), **rank_metrics(pred, s["masd"]),
+                    "true_masd_median": float(np.median(s["masd"]))}  # fmt: skip
+                print(variant, case.name, report["sets"][f"{case.name} {variant}"], file=sys.stderr, flush=True)
     left = a.descent
     for case in a.cases:
         if left <= 0:
