@@ -61,6 +61,7 @@ class OffscreenView:
                 factory.RegisterDisplayableManager(manager)
         self.managers = factory.InstantiateDisplayableManagers(self.renderer)
         self.managers.SetMRMLDisplayableNode(self.node)
+        self._slices: list[tuple[Any, Any]] = []
 
     def background(self, rgb: tuple[float, float, float]) -> None:
         self.node.SetBackgroundColor(*rgb)
@@ -104,40 +105,40 @@ class OffscreenView:
         rgb = numpy_support.vtk_to_numpy(img.GetPointData().GetScalars()).reshape(h, w, -1)[:, :, :3]
         return np.ascontiguousarray(rgb[::-1])  # VTK's rows go bottom-up
 
+    def show_volume_slice(self, volume: Any, index: int = 0) -> Any:
+        """Show ``volume`` on its own plane in 3-D (a slice logic reformatted to it, its slice model
+        visible), as Slicer does with "show in 3D" on a slice view; the logic lives as long as this
+        view. Returns the slice model node (give it to :meth:`show_in_this_view_only`)."""
+        slicer = mrml._slicer()
+        colours = slicer.vtkMRMLColorLogic()  # the grey lookup table a scalar volume is shown with
+        colours.SetMRMLScene(self.scene)
+        display = volume.GetDisplayNode()
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+        display.AutoWindowLevelOn()
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLApplicationLogic(_application_logic(self.scene))
+        logic.SetMRMLScene(self.scene)
+        slice_node = logic.AddSliceNode(SLICE_NAMES[index])
+        logic.GetSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
+        dims = volume.GetImageData().GetDimensions()
+        slice_node.SetDimensions(dims[0], dims[1], 1)
+        ijk_to_ras = mrml.volume_matrix(volume)
+        # The slice's normal is the image's k axis and its in-plane axes the image's: no resampling skew.
+        u, v = ijk_to_ras[:3, 0], ijk_to_ras[:3, 1]
+        n = np.cross(u, v)
+        centre = ijk_to_ras @ np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, 0.0, 1.0])
+        slice_node.SetSliceToRASByNTP(*n, *u, *centre[:3], 0)
+        # The field of view is the image itself (not FitSliceToAll, which re-centres on every volume).
+        slice_node.SetFieldOfView(dims[0] * np.linalg.norm(u), dims[1] * np.linalg.norm(v), 1.0)
+        slice_node.SetXYZOrigin(0.0, 0.0, 0.0)
+        slice_node.SetSliceVisible(True)
+        self._slices.append((logic, colours))
+        return logic.GetSliceModelNode()
+
     def close(self) -> None:
         self.managers.SetMRMLDisplayableNode(None)
         self.window.Finalize()
         self.scene.RemoveNode(self.node)
-
-
-def show_volume_slice(scene: Any, volume: Any, index: int = 0) -> Any:
-    """Show ``volume`` on its own plane in 3-D (a slice logic reformatted to it, its slice model
-    visible), as Slicer does with "show in 3D" on a slice view. Returns the slice model node."""
-    slicer = mrml._slicer()
-    colours = slicer.vtkMRMLColorLogic()  # the grey lookup table a scalar volume is shown with
-    colours.SetMRMLScene(scene)
-    display = volume.GetDisplayNode()
-    display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
-    display.AutoWindowLevelOn()
-    logic = slicer.vtkMRMLSliceLogic()
-    logic.SetMRMLApplicationLogic(_application_logic(scene))
-    logic.SetMRMLScene(scene)
-    slice_node = logic.AddSliceNode(SLICE_NAMES[index])
-    logic.GetSliceCompositeNode().SetBackgroundVolumeID(volume.GetID())
-    dims = volume.GetImageData().GetDimensions()
-    slice_node.SetDimensions(dims[0], dims[1], 1)
-    ijk_to_ras = mrml.volume_matrix(volume)
-    # The slice's normal is the image's k axis and its in-plane axes the image's: no resampling skew.
-    u, v = ijk_to_ras[:3, 0], ijk_to_ras[:3, 1]
-    n = np.cross(u, v)
-    centre = ijk_to_ras @ np.array([(dims[0] - 1) / 2, (dims[1] - 1) / 2, 0.0, 1.0])
-    slice_node.SetSliceToRASByNTP(*n, *u, *centre[:3], 0)
-    # The field of view is the image itself (not FitSliceToAll, which re-centres on every volume).
-    slice_node.SetFieldOfView(dims[0] * np.linalg.norm(u), dims[1] * np.linalg.norm(v), 1.0)
-    slice_node.SetXYZOrigin(0.0, 0.0, 0.0)
-    slice_node.SetSliceVisible(True)
-    _SLICE_LOGICS.setdefault(id(scene), []).append((logic, colours))
-    return logic.GetSliceModelNode()
-
-
-_SLICE_LOGICS: dict[int, list[tuple[Any, Any]]] = {}
+        for logic, _colours in self._slices:
+            logic.SetMRMLScene(None)
+        self._slices.clear()

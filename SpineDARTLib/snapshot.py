@@ -49,7 +49,7 @@ def render_plan(report_path: str | Path, xray_path: str | Path | None = None, si
     """RGB image (size, 2·size, 3): the plan in 3-D beside X-ray A with the plan drawn on it. The
     X-ray is read (with its geometry sidecar) from the report's first view unless given."""
     from . import mrml, mrml_plan
-    from .mrml_view import OffscreenView, show_volume_slice
+    from .mrml_view import OffscreenView
     from .schemas import PLAN_REPORT_V1, load_json
 
     report_path = Path(report_path)
@@ -76,25 +76,24 @@ def render_plan(report_path: str | Path, xray_path: str | Path | None = None, si
                 node.GetDisplayNode().SetSelectedColor(*OUTLINE_RGB)
 
         three_d = OffscreenView(scene, "SpineDART3D", (size, size))
-        three_d.background(BACKGROUND_RGB)
-        three_d.show_in_this_view_only([*added["models"].values(), *added["lines"].values()])
-        three_d.camera(*_camera_3d(report))
-        left = three_d.grab()
-
         plane = OffscreenView(scene, "SpineDARTXray", (size, size))
-        plane.background(BACKGROUND_RGB)
-        slice_model = show_volume_slice(scene, xray)
-        plane.show_in_this_view_only([slice_model, *on_xray])
-        w, h = mrml.projection_from_node(xray).image_size
-        m = mrml.volume_matrix(xray)
-        u, v = m[:3, 0], m[:3, 1]
-        normal = np.cross(u, v) / np.linalg.norm(np.cross(u, v))
-        centre = (m @ np.array([(w - 1) / 2, (h - 1) / 2, 0.0, 1.0]))[:3]
-        # Looking along u × v with "up" = −v puts pixel (0, 0) top left, as the X-ray is read.
-        plane.camera(centre - 500.0 * normal, centre, -v, parallel_scale=h * np.linalg.norm(v) / 2)
-        right = plane.grab()
-        for view in (three_d, plane):
-            view.close()
+        try:
+            for view in (three_d, plane):
+                view.background(BACKGROUND_RGB)
+            three_d.show_in_this_view_only([*added["models"].values(), *added["lines"].values()])
+            three_d.camera(*_camera_3d(report))
+            plane.show_in_this_view_only([plane.show_volume_slice(xray), *on_xray])
+            w, h = mrml.projection_from_node(xray).image_size
+            m = mrml.volume_matrix(xray)
+            u, v = m[:3, 0], m[:3, 1]
+            normal = np.cross(u, v) / np.linalg.norm(np.cross(u, v))
+            centre = (m @ np.array([(w - 1) / 2, (h - 1) / 2, 0.0, 1.0]))[:3]
+            # Looking along u × v with "up" = −v puts pixel (0, 0) top left, as the X-ray is read.
+            plane.camera(centre - 500.0 * normal, centre, -v, parallel_scale=h * np.linalg.norm(v) / 2)
+            left, right = three_d.grab(), plane.grab()
+        finally:
+            for view in (three_d, plane):
+                view.close()
     finally:
         mrml.release_scene(scene)
     return np.concatenate([left, right], axis=1)
