@@ -142,10 +142,15 @@ def recheck_line(scene: Any, line: Any, projections: list[Projection] | None = N
     return check
 
 
-def _lines_of(scene: Any, model: Any) -> list[Any]:
+def _cannula_lines(scene: Any) -> list[Any]:
+    """Every planned cannula line of the scene (a markups line carrying a check and its model)."""
     lines = scene.GetNodesByClass("vtkMRMLMarkupsLineNode")
     return [n for n in (lines.GetItemAsObject(i) for i in range(lines.GetNumberOfItems()))
-            if n.GetAttribute(ATTR_MODEL) == model.GetID() and n.GetAttribute(ATTR_CHECK)]  # fmt: skip
+            if n.GetAttribute(ATTR_CHECK) and n.GetAttribute(ATTR_MODEL)]  # fmt: skip
+
+
+def _lines_of(scene: Any, model: Any) -> list[Any]:
+    return [n for n in _cannula_lines(scene) if n.GetAttribute(ATTR_MODEL) == model.GetID()]
 
 
 def _update_verdict(scene: Any, model: Any) -> None:
@@ -163,9 +168,7 @@ def _update_verdict(scene: Any, model: Any) -> None:
 def plan_lines(scene: Any) -> tuple[list[Any], int | None]:
     """Every planned cannula line in the scene (e.g. of plans restored from an .mrb, to be made
     editable again) and the folder of the newest plan (None when there is none)."""
-    lines = scene.GetNodesByClass("vtkMRMLMarkupsLineNode")
-    found = [n for n in (lines.GetItemAsObject(i) for i in range(lines.GetNumberOfItems()))
-             if n.GetAttribute(ATTR_CHECK) and n.GetAttribute(ATTR_MODEL)]  # fmt: skip
+    found = _cannula_lines(scene)
     return found, (mrml.folder_of(scene, found[-1]) if found else None)
 
 
