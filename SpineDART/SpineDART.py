@@ -562,6 +562,7 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
     def test_SpineDARTPlanDemoFromPlacedPoints(self):
         """L2 of the demo case planned from points placed on both X-rays, in the background worker;
         the plan reaches the scene, and dragging the left cannula 4 mm medially makes it unsafe."""
+        from SpineDARTLib import mrml
         from SpineDARTLib.fit.landmarks2d import read_landmarks_2d
         from SpineDARTLib.resources import demo_case_dir
 
@@ -572,11 +573,10 @@ class SpineDARTTest(ScriptedLoadableModuleTest):
         p = logic.getParameterNode()
         p.xrayAVolume, p.xrayBVolume = volumeA, volumeB
         for i, (field, volume) in enumerate((("pointsA", volumeA), ("pointsB", volumeB))):
-            ijkToRas = vtk.vtkMatrix4x4()
-            volume.GetIJKToRASMatrix(ijkToRas)
+            ijkToRas = mrml.volume_matrix(volume)
             for name, (u, v) in given.views[i]["L2"].landmarks.items():  # as the panel's Place buttons do
                 setattr(p, field, logic.armPointPlacement(getattr(p, field), volume, "L2", name))
-                getattr(p, field).AddControlPoint(ijkToRas.MultiplyPoint((u, v, 0.0, 1.0))[:3])
+                getattr(p, field).AddControlPoint(*map(float, (ijkToRas @ [u, v, 0.0, 1.0])[:3]))
         p.usePlacedPoints, p.targetLevels, p.gauge, p.marginMm = True, "L2", "", 1.0
         client = logic.startPlan(p)
         self.assertEqual(client.wait(timeout_s=600), "done", client.reason)

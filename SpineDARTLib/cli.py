@@ -528,10 +528,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     inits = args.init.split(",")
     if not inits or any(i not in ("gt-noisy", "auto") for i in inits) or len(set(inits)) != len(inits):
         raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy, auto, or both: auto,gt-noisy")
-    if args.detector is not None and not args.detector.is_file():
-        raise UserError("file not found", "check the path", args.detector)
-    if args.similarity is not None and not args.similarity.is_file():
-        raise UserError("file not found", "check the path", args.similarity)
+    for weights in (args.detector, args.similarity):
+        if weights is not None and not weights.is_file():
+            raise UserError("file not found", "check the path", weights)
     methods = ["fit", "ncc"] if args.method == "both" else args.method.split(",")
     if not methods or len(set(methods)) != len(methods):
         raise UserError(f"--method {args.method!r} is unknown", "use fit, ncc, geoplan, both or a list: fit,geoplan")
