@@ -3,7 +3,7 @@
 A unit is a top-level function of plain arguments (the task, the method, the seed, the detector
 weights' path), so a worker process can run it: the detector is loaded once per process. On a
 cluster each worker runs one unit at a time on one torch thread (the fits are what is parallel).
-The default cluster is local, bound to 127.0.0.1, without a dashboard; ``scheduler`` joins an
+The default cluster is local, bound to 127.0.0.1 (its HTTP endpoints too), without a dashboard; ``scheduler`` joins an
 existing one. Records come back as units finish and the caller writes each at once, so a stopped
 run keeps them; a unit whose worker died (dask retries it on another first) or that raised comes
 back as a failed record marked ``error`` — reported, and run again by the next resume.
@@ -94,9 +94,25 @@ def _on_dask(units: list[Unit], args: tuple, workers: int, scheduler: str | None
         raise UserError(f"cannot reach the dask scheduler {scheduler!r} ({exc.__class__.__name__})",
                         "start it (dask scheduler) or drop --scheduler") from exc  # fmt: skip
     try:
-        futures = {client.submit(fn, *unit, *args, 1, pure=False): unit for unit in units}
-        for fut in as_completed(futures):
-            unit = futures[fut]
+        # Only as many units in flight as the cluster has threads: a worker then holds just the unit it
+        # runs, so a unit that kills its worker takes no queued unit with it (every death counts
+        # against each unit the worker held; a bystander hit twice was failed as the culprit).
+        todo = iter(units)
+        futures: dict = {}
+        done = as_completed()
+
+        def submit_next() -> None:
+            unit = next(todo, None)
+            if unit is not None:
+                fut = client.submit(fn, *unit, *args, 1, pure=False)
+                futures[fut] = unit
+                done.add(fut)
+
+        for _ in range(max(1, sum(client.nthreads().values()))):
+            submit_next()
+        for fut in done:
+            unit = futures.pop(fut)
+            submit_next()
             try:
                 record = fut.result()
             except Exception as exc:  # noqa: BLE001 - a failed unit (or a worker that died) is a failed record
