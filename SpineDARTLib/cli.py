@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,6 +208,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="fits traced per view pair (gt-noisy evidence) whose iterates are samples too (default 0)",
     )
     ts.add_argument("--init-weights", type=Path, help="start from these similarity weights (fine-tuning)")
+    ts.add_argument(
+        "--rank-weight",
+        type=float,
+        default=0.0,
+        help="weight of a ranking term within each vertebra and view pair (default 0: L1 of log MASD alone)",
+    )
 
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
@@ -680,6 +687,8 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
         raise UserError(f"--trajectories {args.trajectories} is negative", "give 0 (none) or a count, e.g. 3")
     if args.init_weights is not None and not args.init_weights.is_file():
         raise UserError("file not found", "give existing similarity weights to --init-weights", args.init_weights)
+    if not (math.isfinite(args.rank_weight) and args.rank_weight >= 0):
+        raise UserError(f"--rank-weight {args.rank_weight} is not a weight", "give 0 (none) or more, e.g. 1")
     from .fit.similarity_net import TINY, SimilarityConfig
     from .nets.similarity_train import train_similarity
 
@@ -687,7 +696,8 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
     command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
     card = train_similarity(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
                             args.per_vertebra, args.workers, args.resume, args.stop_after_steps, command,
-                            trajectories=args.trajectories, init_weights=args.init_weights)  # fmt: skip
+                            trajectories=args.trajectories, init_weights=args.init_weights,
+                            rank_weight=args.rank_weight)  # fmt: skip
     if card.get("stopped"):
         print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
         return 0

@@ -291,22 +291,38 @@ def prepare(
     return train, val, problems
 
 
+def groups_of(magnitude: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Group index (from 0) of each sample of one case file: the instances of one vertebra in one view
+    pair — the samples a ranking compares. A case file holds them contiguously: perturbed instances
+    start with their reference (magnitude 0), a traced fit's iterates (magnitude −1) are a run of one
+    level (two pairs' fits of one level in a row become one group: the same vertebra, other views)."""
+    start = np.ones(len(level), bool)
+    start[1:] = (magnitude[1:] == 0) | (level[1:] != level[:-1]) | ((magnitude[1:] < 0) != (magnitude[:-1] < 0))
+    return np.cumsum(start) - 1
+
+
 def load_cases(files: list[Path], degraded: str = "extra") -> dict[str, np.ndarray]:
     """The samples of ``files`` in one set of arrays. ``degraded``: "extra" — each degraded window is
     one more sample (the same instance and label); "alternative" — kept beside the clean window as
-    ``xray_alt`` (the clean one where a case has none), for training to draw one of the two; "none"."""
+    ``xray_alt`` (the clean one where a case has none), for training to draw one of the two; "none".
+    ``group``: the vertebra-and-pair group of each sample (:func:`groups_of`), unique over files and
+    variants."""
     keys = ("xray", "render", "masd", "level", "jump")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "xray_alt")}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "xray_alt", "group")}
+    n_groups = 0
     for f in files:
         with np.load(f) as z:
             if len(z["masd"]) == 0:
                 continue
             alt = z.get("xray_degraded")
             variants = [z["xray"]] + ([alt] if degraded == "extra" and alt is not None else [])
+            groups = groups_of(z["magnitude"], z["level"])
             for x in variants:
                 parts["xray"].append(x)
                 for k in keys[1:]:
                     parts[k].append(z[k])
+                parts["group"].append(groups + n_groups)
+                n_groups += int(groups[-1]) + 1
                 if degraded == "alternative":
                     parts["xray_alt"].append(alt if alt is not None else z["xray"])
     if not parts["masd"]:

@@ -1,4 +1,12 @@
-"""Training of the learned similarity: L1 on log MASD, a resumable loop, weights and model card.
+"""Training of the learned similarity: L1 on log MASD (plus, optionally, a ranking term within each
+vertebra), a resumable loop, weights and model card.
+
+A fit descends the prediction from one vertebra's current instance: what it needs is the *order*
+of nearby instances of the same vertebra in the same views, which an L1 regression over all
+vertebrae rewards only indirectly (a constant offset per vertebra costs it as much as a wrong
+order). With ``rank_weight`` > 0 each batch is made of a few such groups (``GROUP_DRAW`` instances
+of each, drawn from the vertebra's samples) and a logistic ranking loss on every pair of a group
+whose true MASD differ by more than ``RANK_MIN_GAP`` (in log) is added.
 
 Augmentations are exact (they keep the label): each view may be mirrored left-right and up-down
 (a mirrored detector sees the instance and the true vertebra mirrored alike, so their distance is
@@ -29,6 +37,9 @@ from .training import (
 )
 
 NOISE_MAX = 0.3  # standard deviations of the standardised X-ray window
+GROUP_DRAW = 4  # instances of one vertebra and pair per batch with the ranking term
+RANK_MIN_GAP = float(np.log(1.1))  # pairs within 10 % of each other's MASD are not ranked
+RANK_TAU = 0.1  # temperature of the logistic ranking loss (log MASD units)
 
 
 def batch_tensors(
@@ -67,14 +78,48 @@ def predict(model: SimilarityNet, arrays: dict[str, np.ndarray], batch_size: int
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def rank_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+def rank_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray | None = None) -> dict[str, float]:
+    """Spearman ρ over all samples, median relative error, mean absolute error; with ``groups`` also
+    ``spearman_within``: the mean ρ within each vertebra-and-pair group of ≥ 3 samples (the order a
+    fit descends)."""
     from scipy.stats import spearmanr
 
     if len(true) < 3:
         return {}
     rel = np.abs(pred - true) / true
-    return {"spearman": float(spearmanr(pred, true).statistic), "median_rel_error": float(np.median(rel)),
-            "mae_mm": float(np.mean(np.abs(pred - true)))}  # fmt: skip
+    out = {"spearman": float(spearmanr(pred, true).statistic), "median_rel_error": float(np.median(rel)),
+           "mae_mm": float(np.mean(np.abs(pred - true)))}  # fmt: skip
+    if groups is not None:
+        within = [spearmanr(pred[groups == g], true[groups == g]).statistic for g in np.unique(groups)
+                  if np.sum(groups == g) >= 3]  # fmt: skip
+        within = [r for r in within if np.isfinite(r)]
+        if within:
+            out["spearman_within"] = float(np.mean(within))
+    return out
+
+
+def grouped_order(groups: np.ndarray, rng: np.random.Generator, draw: int = GROUP_DRAW) -> np.ndarray:
+    """An epoch's sample order in chunks of ``draw`` samples of one group (each group's samples
+    shuffled and cut into chunks, the chunks shuffled); a group's remainder is left out of the epoch.
+    Its length depends on the group sizes only, not on ``rng``."""
+    chunks = []
+    for g in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == g))
+        chunks += [members[k : k + draw] for k in range(0, len(members) - draw + 1, draw)]
+    if not chunks:
+        return np.zeros(0, np.int64)
+    return np.concatenate([chunks[i] for i in rng.permutation(len(chunks))])
+
+
+def ranking_loss(pred: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Mean logistic loss over the pairs of one group whose targets (log MASD) differ by more than
+    ``RANK_MIN_GAP``: the farther instance should be predicted farther. Zero (with a graph) when the
+    batch holds no such pair."""
+    farther = (groups[:, None] == groups[None, :]) & (target[:, None] - target[None, :] > RANK_MIN_GAP)
+    if not bool(farther.any()):
+        return pred.sum() * 0.0
+    margin = (pred[:, None] - pred[None, :])[farther]
+    return RANK_TAU * torch.nn.functional.softplus(-margin / RANK_TAU).mean()
 
 
 def train_similarity(
@@ -93,13 +138,15 @@ def train_similarity(
     progress: Callable[[str], None] | None = None,
     trajectories: int = 0,
     init_weights: Path | None = None,
+    rank_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Train (or continue) the similarity on the cases under ``data``; writes ``out`` (safetensors),
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
     epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written).
     ``trajectories``: traced fits per view pair whose iterates are samples too (see
     :mod:`.similarity_data`). ``init_weights``: start from these weights (fine-tuning; their
-    configuration is used and their hash recorded)."""
+    configuration is used and their hash recorded). ``rank_weight``: weight of the ranking term
+    (0: L1 alone, batches drawn over all samples)."""
     out = Path(out)
     config = config or SimilarityConfig()
     ckpt_path = out.with_suffix(".ckpt")
@@ -121,20 +168,35 @@ def train_similarity(
 
     def loss_of(idx: np.ndarray, rng: np.random.Generator, _epoch: int) -> torch.Tensor:
         x, r, y = batch_tensors(train, idx, rng)
-        return (model(x, r) - y).abs().mean()
+        pred = model(x, r)
+        loss = (pred - y).abs().mean()
+        if rank_weight > 0:
+            loss = loss + rank_weight * ranking_loss(pred, y, torch.from_numpy(train["group"][idx]))
+        return loss
 
     def validate() -> dict[str, float]:
-        return {f"val_{k}": v for k, v in rank_metrics(predict(model, val), val["masd"]).items()} if val else {}
+        if not val:
+            return {}
+        return {f"val_{k}": v for k, v in rank_metrics(predict(model, val), val["masd"], val["group"]).items()}
 
     n = len(train["masd"])
+    order_of = None
+    if rank_weight > 0:
+        n = len(grouped_order(train["group"], np.random.default_rng(0)))
+
+        def order_of(rng: np.random.Generator) -> np.ndarray:
+            return grouped_order(train["group"], rng)
+
     state, finished = run_epochs(model, opt, loss_of, validate, n_samples=n, ckpt_path=ckpt_path,
                                  config=config.to_dict(), seed=seed, resume=resume, epochs=epochs,
                                  batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say,
-                                 label="l1_log", log_every=20)  # fmt: skip
+                                 label="loss" if rank_weight > 0 else "l1_log", log_every=20,
+                                 order_of=order_of)  # fmt: skip
     if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
                       samples_per_vertebra=per_vertebra, traced_fits_per_pair=trajectories, n_train_samples=n,
+                      rank_weight=rank_weight, rank={"draw": GROUP_DRAW, "min_gap_log": RANK_MIN_GAP, "tau": RANK_TAU},
                       init_weights=None if init_weights is None else {"path": str(init_weights),
                                                                       "sha256": sha256_file(init_weights)},
                       n_validation_samples=len(val["masd"]) if val else 0, left_out_cases=problems,

@@ -87,12 +87,14 @@ def run_epochs(
     say: Callable[[str], None],
     label: str = "loss",
     log_every: int = 10,
+    order_of: Callable[[np.random.Generator], np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The epoch loop every trainer runs: resume from the checkpoint, shuffle per epoch (seeded by
     (seed, epoch); the generator is handed on to ``loss_of(indices, rng, epoch)`` for augmentation),
     cosine schedule with warm-up, clipped AdamW steps, ``validate()`` and a checkpoint after every
-    epoch. Returns (state, finished); a run stopped by ``stop_after_steps`` (as an interruption
-    would, losing the epoch's steps) is not finished."""
+    epoch. ``order_of(rng)``: the epoch's sample order instead of a permutation (``n_samples`` long;
+    batches are its consecutive slices). Returns (state, finished); a run stopped by
+    ``stop_after_steps`` (as an interruption would, losing the epoch's steps) is not finished."""
     state: dict[str, Any] = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0}
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path, config, seed)
@@ -109,7 +111,7 @@ def run_epochs(
         t0 = time.perf_counter()
         epoch = state["epoch"]
         rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(n_samples)
+        order = order_of(rng) if order_of is not None else rng.permutation(n_samples)
         model.train()
         running = []
         for k in range(steps_per_epoch):

@@ -7,7 +7,8 @@ their true MASD, and does descending it move an instance towards the truth?
 For every case folder (data-engine or real; never one the network was trained on): the samples of
 :mod:`SpineDARTLib.nets.similarity_data` (instances around the one initialised from the true
 landmarks, clean and degraded windows) → Spearman ρ of predicted vs true MASD, median relative
-error; with ``--trajectories N`` also on the iterates of N traced fits per pair (what a fit visits).
+error, and ρ within each vertebra and pair (the order a fit descends); with ``--trajectories N`` also
+on the iterates of N traced fits per pair (what a fit visits).
 Then the descent check: per vertebra (up to ``--descent`` of them), a start exactly 5 mm
 and 5° off the reference (seeded directions), 40 Adam steps on the predicted MASD alone (pose and
 the first ``--modes`` shape modes, default 5) → true MASD before and after; the same starts descended on 1 − gradient
@@ -181,7 +182,7 @@ def main() -> int:
             for variant, degraded in ((f"{kind}clean", "none"), (f"{kind}with degraded", "extra")):
                 s = load_cases([cache], degraded=degraded)
                 pred = predict(model, s)
-                report["sets"][f"{case.name} {variant}"] = {"n": len(pred), **rank_metrics(pred, s["masd"]),
+                report["sets"][f"{case.name} {variant}"] = {"n": len(pred), **rank_metrics(pred, s["masd"], s["group"]),
                     "true_masd_median": float(np.median(s["masd"]))}  # fmt: skip
                 print(variant, case.name, report["sets"][f"{case.name} {variant}"], file=sys.stderr, flush=True)
     left = a.descent
@@ -206,7 +207,8 @@ def main() -> int:
     a.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report.get("descent_summary", {}), indent=1))
     for k, v in report["sets"].items():
-        print(f"{k}: n {v['n']}, Spearman {v.get('spearman', float('nan')):.3f}, "
+        print(f"{k}: n {v['n']}, Spearman {v.get('spearman', float('nan')):.3f} "
+              f"(within a vertebra {v.get('spearman_within', float('nan')):.3f}), "
               f"median rel. error {v.get('median_rel_error', float('nan')):.2f}")  # fmt: skip
     return 0
 

@@ -14,8 +14,8 @@ from SpineDARTLib.errors import UserError
 from SpineDARTLib.fit.similarity_net import TINY, SimilarityConfig, crop_image, load_similarity, window
 from SpineDARTLib.fit.terms import bench_method_loss, loss_terms
 from SpineDARTLib.geometry.projection import Projection
-from SpineDARTLib.nets.similarity_data import masd, perturb, prepare_case, reference_instance
-from SpineDARTLib.nets.similarity_train import rank_metrics
+from SpineDARTLib.nets.similarity_data import groups_of, masd, perturb, prepare_case, reference_instance
+from SpineDARTLib.nets.similarity_train import grouped_order, rank_metrics, ranking_loss
 
 CFG = SimilarityConfig(**TINY)
 
@@ -83,6 +83,43 @@ def test_rank_metrics():
     m = rank_metrics(true * 1.1, true)
     assert m["spearman"] == pytest.approx(1.0) and m["median_rel_error"] == pytest.approx(0.1)
     assert rank_metrics(true[::-1].copy(), true)["spearman"] == pytest.approx(-1.0)
+    # Within groups: each vertebra's order right but offset per vertebra → ρ within 1, overall lower.
+    true = np.array([1.0, 2.0, 3.0, 1.5, 2.5, 3.5])
+    pred = np.array([5.0, 6.0, 7.0, 1.0, 2.0, 3.0])
+    m = rank_metrics(pred, true, np.array([0, 0, 0, 1, 1, 1]))
+    assert m["spearman_within"] == pytest.approx(1.0) and m["spearman"] < 0.5
+    assert rank_metrics(pred, true, np.array([0, 0, 0, 1, 1, 1])[::-1].copy())["spearman_within"] == pytest.approx(1.0)
+    assert rank_metrics(-pred, true, np.array([0, 0, 0, 1, 1, 1]))["spearman_within"] == pytest.approx(-1.0)
+
+
+def test_ranking_loss_rewards_the_order_within_a_group_only():
+    y = torch.log(torch.tensor([1.0, 2.0, 4.0, 1.0, 3.0]))
+    groups = torch.tensor([0, 0, 0, 1, 1])
+    right, wrong = ranking_loss(y * 2, y, groups), ranking_loss(-y, y, groups)
+    assert float(right) < 0.01 < float(wrong)
+    # Across groups nothing is compared: group 1 predicted far above group 0 costs nothing.
+    shifted = y.clone()
+    shifted[3:] += 10
+    assert float(ranking_loss(shifted * 2, y, groups)) == pytest.approx(float(right), abs=1e-6)
+    # Pairs closer than the gap are not ranked; a batch with none gives zero with a graph.
+    pred = torch.zeros(3, requires_grad=True)
+    loss = ranking_loss(pred, torch.log(torch.tensor([1.0, 1.05, 1.08])), torch.zeros(3, dtype=torch.long))
+    loss.backward()
+    assert float(loss) == 0.0 and pred.grad is not None
+    # Its gradient pushes the farther instance's prediction up and the nearer one's down.
+    pred = torch.zeros(2, requires_grad=True)
+    ranking_loss(pred, torch.log(torch.tensor([1.0, 2.0])), torch.zeros(2, dtype=torch.long)).backward()
+    assert pred.grad[0] > 0 > pred.grad[1]
+
+
+def test_grouped_order_draws_chunks_of_one_group():
+    groups = np.repeat(np.arange(5), [8, 8, 6, 3, 8])
+    rng = np.random.default_rng(1)
+    order = grouped_order(groups, rng, draw=4)
+    assert len(order) == 8 + 8 + 4 + 0 + 8 == len(grouped_order(groups, np.random.default_rng(2), draw=4))
+    assert len(set(order.tolist())) == len(order)  # no sample twice in an epoch
+    assert all(len(set(groups[order[k : k + 4]])) == 1 for k in range(0, len(order), 4))
+    assert not np.array_equal(order, grouped_order(groups, np.random.default_rng(2), draw=4))
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +143,8 @@ def test_samples_of_a_case(samples, synth_set):
     assert spearmanr(samples["magnitude"][moved] + 3 * samples["jump"][moved], samples["masd"][moved])[0] > 0.5
     again = prepare_case(synth_set / "a" / "case_0000", CFG, 6, seed=0)
     assert np.array_equal(again["masd"], samples["masd"])
+    # The groups a ranking compares: each vertebra's 6 instances (in one pair).
+    assert np.array_equal(groups_of(samples["magnitude"], samples["level"]), np.arange(n) // 6)
 
 
 def test_rendering_is_centred_in_its_window(samples):
@@ -162,6 +201,7 @@ def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
     traced = prepare_case(synth_set / "a" / "case_0000", CFG, 6, seed=0, trajectories=1)
     n = len(traced["masd"])
     assert 2 <= n <= TRAJECTORY_SAMPLES and (traced["magnitude"] == -1).all()  # one pair, one traced fit
+    assert (groups_of(traced["magnitude"], traced["level"]) == 0).all()  # one fit's iterates: one group
     assert np.isfinite(traced["masd"]).all() and np.ptp(traced["masd"]) > 0  # the fit moved the instance
     root, base = tiny_weights
     from SpineDARTLib.cli import main
@@ -174,6 +214,21 @@ def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
     assert card["traced_fits_per_pair"] == 1 and card["init_weights"]["sha256"] == sha256_file(root / "a.safetensors")
     assert card["n_train_samples"] > first["n_train_samples"]
     assert any(cache_folder(root / "data", CFG, 4, 0, 1).glob("*.npz"))
+
+
+def test_training_with_the_ranking_term(tiny_weights):
+    """--rank-weight trains on batches of one vertebra's instances with the ranking term; the card
+    says so (the tiny set has no validation case: the within-vertebra ρ is tested in rank_metrics)."""
+    root, base = tiny_weights
+    from SpineDARTLib.cli import main
+
+    args = list(base)
+    args[args.index("--epochs") + 1] = "1"
+    out = root / "ranked.safetensors"
+    assert main([*args, "--out", str(out), "--rank-weight", "1"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["rank_weight"] == 1.0 and card["rank"]["draw"] == 4
+    assert card["n_train_samples"] % 4 == 0 and np.isfinite(card["history"][-1]["train_loss"])
 
 
 def test_fit_trace_holds_every_iterate_from_the_initialisation(synth_set):
@@ -254,6 +309,8 @@ def test_loss_names():
         (["--epochs", "0"], "positive"),
         (["--out", "w.pt"], ".safetensors"),
         (["--workers", "0"], "--workers"),
+        (["--rank-weight", "-1"], "--rank-weight"),
+        (["--rank-weight", "nan"], "--rank-weight"),
     ],
 )
 def test_train_similarity_bad_input(tmp_path, run_cli, args, match):
