@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
-from .bench.sets import DEFAULT_N, RESERVED_SEED, SETS, check_seed
+from .bench.sets import DEFAULT_N, RESERVED_SEED, SETS, SYNTHETIC_SETS, check_seed
 from .errors import EXIT_USER_ERROR, UserError
 from .fit.terms import bench_method_loss, loss_terms
 
@@ -192,6 +192,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="DEG,MM,MM",
         help="robustness study: hand the fit geometries wrong by ANGLE_DEG,DISTANCE_MM,DETECTOR_OFFSET_MM "
         "(e.g. 2,10,5: C-arm angle, source-detector distance, detector shift; random directions, fixed sizes)",
+    )
+    be.add_argument(
+        "--pairs",
+        choices=("ort", "random"),
+        help="real-ct and --case-*: fit each target on these view pairs only (default both: the orthogonal pair and "
+        "the random ones)",
     )
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
@@ -552,6 +558,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             import distributed  # noqa: F401
         except ImportError as exc:
             raise UserError("--workers and --scheduler need dask", "pip install 'dask[distributed]'") from exc
+    if args.pairs and args.set in SYNTHETIC_SETS:
+        raise UserError(f"--pairs applies to real cases; {args.set} chooses its own pairs",
+                        "drop --pairs (synthetic-ort / synthetic-random name the pairs)")  # fmt: skip
     check_seed(args.seed)
     miscalibration = None
     if args.perturb_geometry is not None:
@@ -579,7 +588,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     summary = run_inits(
         inits, out, set_name=args.set, n=args.n, seed=args.seed, methods=methods, work=work, cases=cases,
         render_mode=args.render_mode, detector_weights=args.detector, similarity=args.similarity, workers=args.workers,
-        scheduler=args.scheduler, miscalibration=miscalibration,
+        scheduler=args.scheduler, miscalibration=miscalibration, pairs=args.pairs,
     )  # fmt: skip
     s = summary
     dice = "no surface (2D-GeoPlan)" if s["dice_mean"] is None else f"Dice {s['dice_mean']:.3f}"

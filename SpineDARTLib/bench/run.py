@@ -53,11 +53,17 @@ def _device() -> str:
 
 
 def _tasks(
-    set_name: str | None, n: int | None, seed: int, work: Path, cases: list[dict[str, Any]] | None
+    set_name: str | None,
+    n: int | None,
+    seed: int,
+    work: Path,
+    cases: list[dict[str, Any]] | None,
+    pairs: str | None = None,
 ) -> tuple[list[Task], list[dict[str, Any]], dict[Path, str]]:
     """(tasks, skipped vertebrae and cases, real case folders → their case ids) of a set or of the
     user's cases. A user case that cannot be read (another label convention, no vertebra) is skipped
-    with its reason, so one bad file does not stop a folder of cases."""
+    with its reason, so one bad file does not stop a folder of cases. ``pairs`` (real cases only):
+    ``ort`` or ``random`` fits each target on those view pairs only (default: both kinds)."""
     skipped: list[dict[str, Any]] = []
     real_dirs: dict[Path, str] = {}
     if set_name in SYNTHETIC_SETS:
@@ -90,7 +96,8 @@ def _tasks(
                 skipped.append({"case": doc["case_id"], "level": v["level"], "reason": why})
         skipped += [{"case": doc["case_id"], **s} for s in doc.get("skipped", [])]
         targets = doc["target_levels"][: n or None]
-        tasks += [t for kind in ("ort", "random") for t in tasks_of(d, kind, degraded) if t.target in targets]
+        kinds = (pairs,) if pairs else ("ort", "random")
+        tasks += [t for kind in kinds for t in tasks_of(d, kind, degraded) if t.target in targets]
     return tasks, skipped, real_dirs
 
 
@@ -222,8 +229,10 @@ def run_benchmark(
     scheduler: str | None = None,
     miscalibration: Miscalibration | None = None,
     similarity: Path | None = None,
+    pairs: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a set and return the protocol's summary object (also written to OUT).
+    ``pairs``: a real set's view pairs, ``ort`` or ``random`` only (default both).
     ``similarity``: the learned similarity's weights for ``fit:learned``/``combined`` (default shipped).
     ``workers`` > 1 or a ``scheduler`` address: the fits run on dask.distributed (:mod:`.distributed`).
     ``miscalibration``: every method is handed geometries wrong by these errors (the robustness study)."""
@@ -234,7 +243,7 @@ def run_benchmark(
 
         weights = _detector_file(detector_weights)
         detector_card = load_detector(weights)[1]  # checked here, loaded again by each worker
-    tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, cases)
+    tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, cases, pairs)
     if not tasks:
         why = "; ".join(f"{k['case']}: {k['reason']}" for k in skipped[:3])
         raise UserError(f"the set has no vertebra to fit{' (' + why + ')' if why else ''}",
@@ -284,6 +293,7 @@ def run_benchmark(
     summary: dict[str, Any] = {
         "protocol": PROTOCOL,
         "set": set_name or "case",
+        "pairs": pairs or ("both" if real_dirs else None),
         "init": init,
         "method": main,
         "render_mode": render_mode,

@@ -249,6 +249,7 @@ def test_benchmark_seeds_never_overlap_a_shape_models_seeds():
         (["bench", "--set", "synthetic-ort", "--init", "auto,auto"], "--init"),
         (["bench", "--set", "synthetic-ort", "--init", "gt-noisy,auto", "--detector", "none.safetensors"], "not found"),
         (["bench", "--set", "synthetic-ort", "--perturb-geometry", "2,-1,5"], "out of range"),
+        (["bench", "--set", "synthetic-random", "--pairs", "ort"], "--pairs"),
     ],
 )
 def test_bench_bad_input_gets_one_line(run_cli, tmp_path, args, match):
@@ -331,6 +332,12 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     whole = {k["case"]: k["reason"] for k in d["skipped"] if k["level"] is None}
     assert sorted(whole) == ["empty", "ts1"] and "v1" in whole["ts1"], whole
     assert "skipped case ts1" in out
+    # --pairs ort: the orthogonal pair's fit only (its record reused, nothing refitted).
+    rc, out, err = run_cli(*args, "--pairs", "ort")
+    assert rc == 0 and " fit: Dice" not in err, err
+    o = json.loads(out.strip().splitlines()[-1])
+    assert o["pairs"] == "ort" and s["pairs"] == "both" and o["n_vertebrae"] == 1 < s["n_vertebrae"]
+    assert o["by_pairs"]["random"]["n_vertebrae"] == 0 and o["dice_mean"] == s["by_pairs"]["ort"]["dice_mean"]
     # The calibration-robustness study: the fit is handed geometries wrong by 2 deg, 10 mm, 5 mm (the
     # same images): its records say so, the geometry each view got is recorded, and the scores move.
     wrong_args = [a if a != tmp_path / "o" else tmp_path / "o-wrong" for a in args]
