@@ -59,10 +59,24 @@ def render_in_windows(solid: Solid, p: dict[str, torch.Tensor], windows, rendere
     return renderer.render(means, var, solid.mass, P, (n, n)).images
 
 
-class LearnedTerm:
-    """Predicted MASD of instances of ``models`` in ``views`` (images + projections, full resolution)."""
+def symmetric_variants(x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch (B, V, n, n) of X-ray windows and renderings with its label-preserving variants
+    stacked in front (4B): as is, both views mirrored left-right, up-down, the views swapped — the
+    symmetries training augments with, so the network's answer should not depend on them."""
+    xs = [x, x.flip(-1), x.flip(-2), x.flip(1)]
+    rs = [r, r.flip(-1), r.flip(-2), r.flip(1)]
+    return torch.cat(xs), torch.cat(rs)
 
-    def __init__(self, models, images: list[np.ndarray], projections, weights: str | Path | None, device) -> None:
+
+class LearnedTerm:
+    """Predicted MASD of instances of ``models`` in ``views`` (images + projections, full resolution).
+    ``symmetric``: the mean prediction over :func:`symmetric_variants` (4× the network's cost; its
+    errors, and its gradient's, partly average out)."""
+
+    def __init__(
+        self, models, images: list[np.ndarray], projections, weights: str | Path | None, device, symmetric: bool = False
+    ) -> None:
+        self.symmetric = symmetric
         self.net, self.card = load_network(weights)
         self.net.to(device)
         self.config = self.net.config
@@ -86,4 +100,6 @@ class LearnedTerm:
             rs.append(render_in_windows(solid, p, wins, self.renderer))
         x = standardise(torch.as_tensor(np.stack(xs), device=self.device))
         r = standardise(torch.stack(rs))
-        return self.net.masd(x, r)
+        if not self.symmetric:
+            return self.net.masd(x, r)
+        return self.net.masd(*symmetric_variants(x, r)).view(4, len(params)).mean(0)
