@@ -59,24 +59,10 @@ def render_in_windows(solid: Solid, p: dict[str, torch.Tensor], windows, rendere
     return renderer.render(means, var, solid.mass, P, (n, n)).images
 
 
-def symmetric_variants(x: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch (B, V, n, n) of X-ray windows and renderings with its label-preserving variants
-    stacked in front (4B): as is, both views mirrored left-right, up-down, the views swapped — the
-    symmetries training augments with, so the network's answer should not depend on them."""
-    xs = [x, x.flip(-1), x.flip(-2), x.flip(1)]
-    rs = [r, r.flip(-1), r.flip(-2), r.flip(1)]
-    return torch.cat(xs), torch.cat(rs)
-
-
 class LearnedTerm:
-    """Predicted MASD of instances of ``models`` in ``views`` (images + projections, full resolution).
-    ``symmetric``: the mean prediction over :func:`symmetric_variants` (4× the network's cost; its
-    errors, and its gradient's, partly average out)."""
+    """Predicted MASD of instances of ``models`` in ``views`` (images + projections, full resolution)."""
 
-    def __init__(
-        self, models, images: list[np.ndarray], projections, weights: str | Path | None, device, symmetric: bool = False
-    ) -> None:
-        self.symmetric = symmetric
+    def __init__(self, models, images: list[np.ndarray], projections, weights: str | Path | None, device) -> None:
         self.net, self.card = load_network(weights)
         self.net.to(device)
         self.config = self.net.config
@@ -100,6 +86,4 @@ class LearnedTerm:
             rs.append(render_in_windows(solid, p, wins, self.renderer))
         x = standardise(torch.as_tensor(np.stack(xs), device=self.device))
         r = standardise(torch.stack(rs))
-        if not self.symmetric:
-            return self.net.masd(x, r)
-        return self.net.masd(*symmetric_variants(x, r)).view(4, len(params)).mean(0)
+        return self.net.masd(x, r)

@@ -113,9 +113,7 @@ def _gc_objective(model, xr, start, size: int = 256, margin_px: int = 20):
     return objective
 
 
-def descent_check(
-    weights: Path, case_dir: Path, n: int, rng: np.random.Generator, modes: int = 5, symmetric: bool = False
-) -> list[dict]:
+def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generator, modes: int = 5) -> list[dict]:
     from SpineDARTLib.mesh_io import read_mesh
     from SpineDARTLib.surface import sample_surface
     from SpineDARTLib.xray import read_xray
@@ -140,7 +138,7 @@ def descent_check(
             v, f = read_mesh(case_dir / vert["mesh"]["path"])[:2]
             gt = sample_surface(v, f, SURFACE_SAMPLES, 0)
             start = _start(ref, rng)
-            term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], weights, "cpu", symmetric)
+            term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], weights, "cpu")
             learned = _descend(lambda p, term=term: term([p]), start, modes)
             analytic = _descend(_gc_objective(model, xr, start), start, modes)
             rows.append({"case": case_dir.name, "level": level,
@@ -161,7 +159,6 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", type=int, default=5, help="shape modes free in the descent (0: pose only)")
     ap.add_argument("--no-rank", action="store_true", help="only the descent check")
-    ap.add_argument("--symmetric", action="store_true", help="descend the mean over the 4 symmetric variants")
     ap.add_argument(
         "--trajectories",
         type=int,
@@ -172,8 +169,7 @@ def main() -> int:
     torch.manual_seed(a.seed)
     model, card = load_similarity(a.weights)
     rng = np.random.default_rng(a.seed)
-    report = {"weights_sha256": card["weights_sha256"], "seed": a.seed, "modes": a.modes, "symmetric": a.symmetric,
-              "sets": {}, "descent": []}  # fmt: skip
+    report = {"weights_sha256": card["weights_sha256"], "seed": a.seed, "modes": a.modes, "sets": {}, "descent": []}
     t0 = time.perf_counter()
     for case in [] if a.no_rank else a.cases:
         kinds = [("", 0)] + ([("fit iterates, ", a.trajectories)] if a.trajectories else [])
@@ -193,7 +189,7 @@ def main() -> int:
     for case in a.cases:
         if left <= 0:
             break
-        rows = descent_check(a.weights, case, left, rng, a.modes, a.symmetric)
+        rows = descent_check(a.weights, case, left, rng, a.modes)
         report["descent"] += rows
         left -= len(rows)
     d = report["descent"]

@@ -261,24 +261,6 @@ def test_prediction_is_differentiable_with_respect_to_the_rendering(tiny_weights
     assert y.shape == (1,) and float(y.detach()) > 0 and r.grad is not None and r.grad.abs().sum() > 0
 
 
-def test_symmetric_prediction_is_the_mean_over_the_label_preserving_variants(tiny_weights):
-    from SpineDARTLib.fit.learned import symmetric_variants
-
-    net, _ = load_similarity(tiny_weights[0] / "a.safetensors")
-    net.eval()
-    x, r = torch.randn(3, 2, 32, 32), torch.randn(3, 2, 32, 32)
-    xs, rs = symmetric_variants(x, r)
-    assert xs.shape == rs.shape == (12, 2, 32, 32)
-    # Block k is one variant of the whole batch, applied alike to windows and renderings.
-    for k, f in enumerate([lambda a: a, lambda a: a.flip(-1), lambda a: a.flip(-2), lambda a: a.flip(1)]):
-        assert torch.equal(xs[3 * k : 3 * k + 3], f(x)) and torch.equal(rs[3 * k : 3 * k + 3], f(r))
-    with torch.no_grad():
-        mean = net.masd(xs, rs).view(4, 3).mean(0)
-        one_by_one = torch.stack([net.masd(xs[k::3][j : j + 1], rs[k::3][j : j + 1])[0] for k in range(3)
-                                  for j in range(4)]).view(3, 4).mean(1)  # fmt: skip
-    assert torch.allclose(mean, one_by_one, rtol=1e-4)
-
-
 def test_fit_with_the_learned_term(tiny_weights, synth_set):
     """Every loss option runs the fit; the learned term is in the objective only where asked for."""
     from SpineDARTLib.bench.accuracy import load_views, model_for
