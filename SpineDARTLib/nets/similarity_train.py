@@ -187,8 +187,10 @@ def train_similarity(
         def order_of(rng: np.random.Generator) -> np.ndarray:
             return grouped_order(train["group"], rng)
 
+    # A checkpoint resumes only the run it was written by: the ranking term changes the batches too.
+    ckpt_config = config.to_dict() | ({"rank_weight": rank_weight} if rank_weight > 0 else {})
     state, finished = run_epochs(model, opt, loss_of, validate, n_samples=n, ckpt_path=ckpt_path,
-                                 config=config.to_dict(), seed=seed, resume=resume, epochs=epochs,
+                                 config=ckpt_config, seed=seed, resume=resume, epochs=epochs,
                                  batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say,
                                  label="loss" if rank_weight > 0 else "l1_log", log_every=20,
                                  order_of=order_of)  # fmt: skip

@@ -216,7 +216,7 @@ def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
     assert any(cache_folder(root / "data", CFG, 4, 0, 1).glob("*.npz"))
 
 
-def test_training_with_the_ranking_term(tiny_weights):
+def test_training_with_the_ranking_term(tiny_weights, run_cli):
     """--rank-weight trains on batches of one vertebra's instances with the ranking term; the card
     says so (the tiny set has no validation case: the within-vertebra ρ is tested in rank_metrics)."""
     root, base = tiny_weights
@@ -229,6 +229,9 @@ def test_training_with_the_ranking_term(tiny_weights):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["rank_weight"] == 1.0 and card["rank"]["draw"] == 4
     assert card["n_train_samples"] % 4 == 0 and np.isfinite(card["history"][-1]["train_loss"])
+    # Its checkpoint does not resume as a run without the ranking term (other batches, other loss).
+    rc, _, err = run_cli(*args, "--out", out, "--resume")
+    assert rc == 2 and "another configuration" in err.strip().splitlines()[-1], err
 
 
 def test_fit_trace_holds_every_iterate_from_the_initialisation(synth_set):
