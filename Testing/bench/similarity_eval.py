@@ -113,17 +113,29 @@ def _gc_objective(model, xr, start, size: int = 256, margin_px: int = 20):
     return objective
 
 
-def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generator, modes: int = 5) -> list[dict]:
+def view_pairs(doc: dict) -> list[tuple[tuple[str, int], list[dict]]]:
+    """A case's views grouped by (target, pair), in sorted order."""
+    pairs: dict[tuple[str, int], list] = {}
+    for v in doc["views"]:
+        pairs.setdefault((v.get("target") or "", int(v.get("pair", 0))), []).append(v)
+    return sorted(pairs.items())
+
+
+def gt_points(case_dir: Path, vert: dict) -> np.ndarray:
+    """The true vertebra's surface samples, as the MASD labels use them."""
     from SpineDARTLib.mesh_io import read_mesh
     from SpineDARTLib.surface import sample_surface
+
+    v, f = read_mesh(case_dir / vert["mesh"]["path"])[:2]
+    return sample_surface(v, f, SURFACE_SAMPLES, 0)
+
+
+def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generator, modes: int = 5) -> list[dict]:
     from SpineDARTLib.xray import read_xray
 
     doc = json.loads((case_dir / "case.json").read_text())
     rows = []
-    pairs: dict[tuple[str, int], list] = {}
-    for v in doc["views"]:
-        pairs.setdefault((v.get("target") or "", int(v.get("pair", 0))), []).append(v)
-    for (target, _), views in sorted(pairs.items()):
+    for (target, _), views in view_pairs(doc):
         if len(views) != 2 or len(rows) >= n:
             continue
         xr = [read_xray(case_dir / v["image"], case_dir / v["sidecar"]) for v in views]
@@ -135,8 +147,7 @@ def descent_check(weights: Path, case_dir: Path, n: int, rng: np.random.Generato
             if vert is None or vert.get("truncated") or len(rows) >= n:
                 continue
             model, ref, vert = _reference(case_dir, level, xr)
-            v, f = read_mesh(case_dir / vert["mesh"]["path"])[:2]
-            gt = sample_surface(v, f, SURFACE_SAMPLES, 0)
+            gt = gt_points(case_dir, vert)
             start = _start(ref, rng)
             term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], weights, "cpu")
             learned = _descend(lambda p, term=term: term([p]), start, modes)

@@ -27,8 +27,6 @@ sys.path.insert(0, str(REPO.parents[1]))
 import similarity_eval as se  # noqa: E402
 
 from SpineDARTLib.fit.learned import LearnedTerm  # noqa: E402
-from SpineDARTLib.mesh_io import read_mesh  # noqa: E402
-from SpineDARTLib.surface import sample_surface  # noqa: E402
 from SpineDARTLib.xray import read_xray  # noqa: E402
 
 
@@ -40,16 +38,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     doc = json.loads((a.case / "case.json").read_text())
-    pairs: dict[tuple[str, int], list] = {}
-    for v in doc["views"]:
-        pairs.setdefault((v.get("target") or "", int(v.get("pair", 0))), []).append(v)
-    views = sorted(pairs.items())[0][1]
+    views = se.view_pairs(doc)[0][1]
     xr = [read_xray(a.case / v["image"], a.case / v["sidecar"]) for v in views]
     rng = np.random.default_rng(a.seed)
     for level in a.levels.split(","):
         model, ref, vert = se._reference(a.case, level, xr)
-        v, f = read_mesh(a.case / vert["mesh"]["path"])[:2]
-        gt = sample_surface(v, f, se.SURFACE_SAMPLES, 0)
+        gt = se.gt_points(a.case, vert)
         start = se._start(ref, rng)
         term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], a.weights, "cpu")
         gc = se._gc_objective(model, xr, start)
