@@ -220,6 +220,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="weight of a ranking term within each vertebra and view pair (default 0: L1 of log MASD alone)",
     )
+    ts.add_argument(
+        "--window-jitter",
+        type=int,
+        default=0,
+        help="move each view's window by up to this many crop pixels, the X-ray and the rendering alike (default 0)",
+    )
 
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
     pl.add_argument("--xray", type=Path, action="append", default=[], help="an X-ray (give two: --xray A --xray B)")
@@ -698,6 +704,8 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
         raise UserError("file not found", "give existing similarity weights to --init-weights", args.init_weights)
     if not (math.isfinite(args.rank_weight) and args.rank_weight >= 0):
         raise UserError(f"--rank-weight {args.rank_weight} is not a weight", "give 0 (none) or more, e.g. 1")
+    if args.window_jitter < 0:
+        raise UserError(f"--window-jitter {args.window_jitter} is negative", "give 0 (none) or crop pixels, e.g. 8")
     from .fit.similarity_net import TINY, SimilarityConfig
     from .nets.similarity_train import train_similarity
 
@@ -706,7 +714,7 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
     card = train_similarity(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
                             args.per_vertebra, args.workers, args.resume, args.stop_after_steps, command,
                             trajectories=args.trajectories, init_weights=args.init_weights,
-                            rank_weight=args.rank_weight)  # fmt: skip
+                            rank_weight=args.rank_weight, window_jitter=args.window_jitter)  # fmt: skip
     if card.get("stopped"):
         print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
         return 0

@@ -2,8 +2,10 @@
 
 Each instance is rendered alone, with every render point of its model (as in training, whatever
 the stage's level of detail), into each view's window around its current centre; the X-ray
-windows are cut from the full-resolution images. The windows follow the instance (recomputed at
-every evaluation, not differentiated); the gradient flows through the renderings.
+windows are cut from the full-resolution images. The windows follow the instance and are
+differentiated with it (:func:`.similarity_net.crop_torch`): the gradient flows through the
+renderings *and* through where the X-ray is cut, so it is the derivative of the function the
+network learned (the instance always at the window's centre).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..render.renderer import SplatRenderer
-from .similarity_net import crop_image, load_similarity, standardise, window
+from .similarity_net import crop_torch, load_similarity, standardise, window_torch
 from .solid import Solid
 
 SIMILARITY_WEIGHTS = ("models", "similarity.safetensors")
@@ -53,7 +55,10 @@ def render_in_windows(solid: Solid, p: dict[str, torch.Tensor], windows, rendere
     window: (V, n, n) line integrals, differentiable w.r.t. ``p``. Training samples are drawn the
     same way, so the network sees at fit time what it learned from."""
     P = torch.as_tensor(np.stack([w.projection.P for w in windows]), dtype=torch.float32, device=solid.mean.device)
-    n = windows[0].projection.image_size[0]
+    return _render(solid, p, P, windows[0].projection.image_size[0], renderer)
+
+
+def _render(solid: Solid, p: dict[str, torch.Tensor], P: torch.Tensor, n: int, renderer: SplatRenderer) -> torch.Tensor:
     means, _ = solid.place(p["b"], p["r"], p["t"])
     var = torch.full((len(solid),), solid.variance, device=solid.mean.device)
     return renderer.render(means, var, solid.mass, P, (n, n)).images
@@ -70,6 +75,8 @@ class LearnedTerm:
         self.solids = [Solid(m, None, device=device) for m in models]
         self.images = [np.asarray(im, np.float32) for im in images]
         self.projections = list(projections)
+        self.P = [torch.tensor(np.asarray(q.P), dtype=torch.float32, device=device) for q in self.projections]
+        self.fx = [float(abs(q.K[0, 0])) for q in self.projections]
         self.renderer = SplatRenderer()
 
     def __call__(self, params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -79,11 +86,16 @@ class LearnedTerm:
     def predict(self, params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Predicted MASD (mm) of each instance (N,)."""
         xs, rs = [], []
+        n = self.config.crop_px
         for solid, p in zip(self.solids, params, strict=True):
-            centre = solid.centre.detach().cpu().numpy() + p["t"].detach().cpu().numpy()
-            wins = [window(proj, centre, self.config) for proj in self.projections]
-            xs.append(np.stack([crop_image(im, w) for im, w in zip(self.images, wins, strict=True)]))
-            rs.append(render_in_windows(solid, p, wins, self.renderer))
-        x = standardise(torch.as_tensor(np.stack(xs), device=self.device))
+            centre = solid.centre.to(p["t"].dtype) + p["t"]
+            Pw, crops = [], []
+            for P, fx, im in zip(self.P, self.fx, self.images, strict=True):
+                Pc, uv, half = window_torch(P, centre, fx, self.config)
+                Pw.append(Pc)
+                crops.append(crop_torch(im, uv.cpu(), half.cpu(), n).to(self.device))
+            xs.append(torch.stack(crops))
+            rs.append(_render(solid, p, torch.stack(Pw), n, self.renderer))
+        x = standardise(torch.stack(xs))
         r = standardise(torch.stack(rs))
         return self.net.masd(x, r)

@@ -157,28 +157,83 @@ def window(projection: Projection, centre_mm: np.ndarray, config: SimilarityConf
     return Window(crop, uv[0], half)
 
 
+def _filtered_region(image: np.ndarray, u: np.ndarray, v: np.ndarray, step: float):
+    """The part of ``image`` under sample columns ``u`` and rows ``v`` (full-image pixels), Gaussian
+    pre-filtered with σ = ½ ``step`` when the window shrinks the image (step > 1), and its origin
+    (row, column); None where the window misses the image."""
+    from scipy.ndimage import gaussian_filter
+
+    img = np.asarray(image, np.float32)
+    if step <= 1.0:
+        return img, 0, 0
+    # Only the part of the image under the window is filtered (an X-ray may be 2k × 2k).
+    m = int(np.ceil(3 * step)) + 2
+    r0, r1 = max(int(v.min()) - m, 0), min(int(v.max()) + m + 1, img.shape[0])
+    c0, c1 = max(int(u.min()) - m, 0), min(int(u.max()) + m + 1, img.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return gaussian_filter(img[r0:r1, c0:c1], 0.5 * step, mode="nearest"), r0, c0
+
+
 def crop_image(image: np.ndarray, win: Window) -> np.ndarray:
     """The X-ray resampled on the window's pixels (bilinear after a Gaussian pre-filter of σ = ½
     source pixels per crop pixel when the window shrinks the image; outside the image: its edge)."""
-    from scipy.ndimage import gaussian_filter, map_coordinates
+    from scipy.ndimage import map_coordinates
 
     n = win.projection.image_size[0]
     step = 1.0 / win.scale  # full-image pixels per crop pixel
     i = np.arange(n, dtype=float)
     u = win.centre_uv[0] - win.half_px + (i + 0.5) * step
     v = win.centre_uv[1] - win.half_px + (i + 0.5) * step
-    vv, uu = np.meshgrid(v, u, indexing="ij")
-    img = np.asarray(image, np.float32)
-    if step > 1.0:
-        # Only the part of the image under the window is filtered (an X-ray may be 2k × 2k).
-        m = int(np.ceil(3 * step)) + 2
-        r0, r1 = max(int(vv.min()) - m, 0), min(int(vv.max()) + m + 1, img.shape[0])
-        c0, c1 = max(int(uu.min()) - m, 0), min(int(uu.max()) + m + 1, img.shape[1])
-        if r1 <= r0 or c1 <= c0:
-            return np.full((n, n), float(img.mean()), np.float32)
-        img = gaussian_filter(img[r0:r1, c0:c1], 0.5 * step, mode="nearest")
-        vv, uu = vv - r0, uu - c0
+    region = _filtered_region(image, u, v, step)
+    if region is None:
+        return np.full((n, n), float(np.mean(image)), np.float32)
+    img, r0, c0 = region
+    vv, uu = np.meshgrid(v - r0, u - c0, indexing="ij")
     return map_coordinates(img, [vv, uu], order=1, mode="nearest").astype(np.float32)
+
+
+def window_torch(P: torch.Tensor, centre_mm: torch.Tensor, fx: float, config: SimilarityConfig):
+    """:func:`window` as a differentiable function of the centre: (the crop's projection (3, 4),
+    the centre's pixel (2,), half the side in full-image pixels) — what the fit needs so that the
+    gradient of the predicted MASD w.r.t. translation includes the window's move (see
+    :func:`crop_torch`)."""
+    h = P[:, :3] @ centre_mm + P[:, 3]
+    uv = h[:2] / h[2]
+    half = 0.5 * config.crop_mm * fx / h[2]
+    n = config.crop_px
+    s = n / (2.0 * half)
+    zero, one = torch.zeros_like(s), torch.ones_like(s)
+    A = torch.stack([torch.stack([s, zero, s * (half - uv[0]) - 0.5]), torch.stack([zero, s, s * (half - uv[1]) - 0.5]),
+                     torch.stack([zero, zero, one])])  # fmt: skip
+    return A @ P, uv, half
+
+
+def crop_torch(image: np.ndarray, uv: torch.Tensor, half: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`crop_image` with the window's centre ``uv`` and half side ``half`` (full-image
+    pixels) as tensors: the same pixels (the pre-filter is chosen from their current values, not
+    differentiated), differentiable w.r.t. where the window is.
+
+    Why: the network was trained with the instance always at the window's centre, so a
+    translation error shows in *where the X-ray's vertebra sits in the window* as much as in the
+    rendering; a window that only follows the instance (not differentiated) hides that part of the
+    gradient from the fit."""
+    step = 2.0 * half / n
+    i = torch.arange(n, dtype=uv.dtype, device=uv.device)
+    u = uv[0] - half + (i + 0.5) * step
+    v = uv[1] - half + (i + 0.5) * step
+    region = _filtered_region(image, u.detach().cpu().numpy(), v.detach().cpu().numpy(), float(step.detach()))
+    if region is None:
+        return torch.full((n, n), float(np.mean(image)), dtype=uv.dtype, device=uv.device) + 0.0 * uv.sum()
+    img, r0, c0 = region
+    h, w = img.shape
+    # grid_sample with align_corners=True: -1 and 1 are the centres of the first and last pixels,
+    # as map_coordinates' integer indices; "border" repeats the edge as its mode="nearest".
+    gx = 2.0 * (u - c0) / max(w - 1, 1) - 1.0
+    gy = 2.0 * (v - r0) / max(h - 1, 1) - 1.0
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
+    src = torch.as_tensor(img, dtype=uv.dtype, device=uv.device)[None, None]
+    return torch.nn.functional.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
 
 
 def standardise(x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,9 @@ whose true MASD differ by more than ``RANK_MIN_GAP`` (in log) is added.
 Augmentations are exact (they keep the label): each view may be mirrored left-right and up-down
 (a mirrored detector sees the instance and the true vertebra mirrored alike, so their distance is
 unchanged) and the two views may be swapped; the X-ray window gets Gaussian noise, and the case's
-degraded image replaces the clean one in half of the draws. Validation (every tenth case, clean
+degraded image replaces the clean one in half of the draws. With ``window_jitter`` J, each view's
+window is moved by up to J crop pixels, the X-ray and the rendering alike (the label is unchanged:
+only where the window is cut moves): see :func:`jitter`. Validation (every tenth case, clean
 and degraded windows as two samples) reports the rank correlation (Spearman) of predicted and true
 MASD — what a loss needs — and the median relative error.
 """
@@ -42,10 +44,36 @@ RANK_MIN_GAP = float(np.log(1.1))  # pairs within 10 % of each other's MASD are 
 RANK_TAU = 0.1  # temperature of the logistic ranking loss (log MASD units)
 
 
+def jitter(x: torch.Tensor, r: torch.Tensor, rng: np.random.Generator, most: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each view's window of each sample moved by a random whole number of crop pixels (up to
+    ``most`` each way), the X-ray and the rendering alike: the X-ray's edge repeated where the
+    window leaves the cut, the rendering zero there (the instance is drawn alone).
+
+    Why: the samples are cut with the instance at the window's centre, so a network can read a
+    translation error from where the X-ray's vertebra sits in the window alone, without comparing
+    it with the rendering; at fit time the window follows the instance, and the gradient of such a
+    network through the rendering says little (measured: it pointed away from the truth along one
+    axis on the demo case). With the window moved, only the X-ray-to-rendering offset tells."""
+    if most <= 0:
+        return x, r
+    n = x.shape[-1]
+    xp = torch.nn.functional.pad(x, (most,) * 4, mode="replicate")
+    rp = torch.nn.functional.pad(r, (most,) * 4)
+    shifts = rng.integers(-most, most + 1, size=(x.shape[0], x.shape[1], 2))
+    xo, ro = torch.empty_like(x), torch.empty_like(r)
+    for b in range(x.shape[0]):
+        for v in range(x.shape[1]):
+            du, dv = (int(k) + most for k in shifts[b, v])
+            xo[b, v] = xp[b, v, dv : dv + n, du : du + n]
+            ro[b, v] = rp[b, v, dv : dv + n, du : du + n]
+    return xo, ro
+
+
 def batch_tensors(
-    arrays: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator | None = None
+    arrays: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator | None = None, window_jitter: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(X-ray windows, renderings, log MASD) of samples ``idx``, standardised; augmented with ``rng``."""
+    """(X-ray windows, renderings, log MASD) of samples ``idx``, standardised; augmented with ``rng``
+    (windows moved by up to ``window_jitter`` crop pixels, see :func:`jitter`)."""
     xray = arrays["xray"][idx]
     if rng is not None and "xray_alt" in arrays:  # the degraded image of the case, half of the time
         xray = np.where(rng.uniform(size=len(idx))[:, None, None, None] < 0.5, arrays["xray_alt"][idx], xray)
@@ -60,6 +88,7 @@ def batch_tensors(
                         x[b, v], r[b, v] = x[b, v].flip(dim), r[b, v].flip(dim)
             if rng.uniform() < 0.5:
                 x[b], r[b] = x[b].flip(0), r[b].flip(0)
+        x, r = jitter(x, r, rng, window_jitter)
     x, r = standardise(x), standardise(r)
     if rng is not None:
         sd = torch.from_numpy(rng.uniform(0, NOISE_MAX, (len(idx), 1, 1, 1)).astype(np.float32))
@@ -139,6 +168,7 @@ def train_similarity(
     trajectories: int = 0,
     init_weights: Path | None = None,
     rank_weight: float = 0.0,
+    window_jitter: int = 0,
 ) -> dict[str, Any]:
     """Train (or continue) the similarity on the cases under ``data``; writes ``out`` (safetensors),
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
@@ -146,7 +176,7 @@ def train_similarity(
     ``trajectories``: traced fits per view pair whose iterates are samples too (see
     :mod:`.similarity_data`). ``init_weights``: start from these weights (fine-tuning; their
     configuration is used and their hash recorded). ``rank_weight``: weight of the ranking term
-    (0: L1 alone, batches drawn over all samples)."""
+    (0: L1 alone, batches drawn over all samples). ``window_jitter``: see :func:`jitter`."""
     out = Path(out)
     config = config or SimilarityConfig()
     ckpt_path = out.with_suffix(".ckpt")
@@ -167,7 +197,7 @@ def train_similarity(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
 
     def loss_of(idx: np.ndarray, rng: np.random.Generator, _epoch: int) -> torch.Tensor:
-        x, r, y = batch_tensors(train, idx, rng)
+        x, r, y = batch_tensors(train, idx, rng, window_jitter)
         pred = model(x, r)
         loss = (pred - y).abs().mean()
         if rank_weight > 0:
@@ -188,7 +218,8 @@ def train_similarity(
             return grouped_order(train["group"], rng)
 
     # A checkpoint resumes only the run it was written by: the ranking term changes the batches too.
-    ckpt_config = config.to_dict() | ({"rank_weight": rank_weight} if rank_weight > 0 else {})
+    ckpt_config = (config.to_dict() | ({"rank_weight": rank_weight} if rank_weight > 0 else {})
+                   | ({"window_jitter": window_jitter} if window_jitter > 0 else {}))  # fmt: skip
     state, finished = run_epochs(model, opt, loss_of, validate, n_samples=n, ckpt_path=ckpt_path,
                                  config=ckpt_config, seed=seed, resume=resume, epochs=epochs,
                                  batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say,
@@ -198,7 +229,8 @@ def train_similarity(
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
                       samples_per_vertebra=per_vertebra, traced_fits_per_pair=trajectories, n_train_samples=n,
-                      rank_weight=rank_weight, rank={"draw": GROUP_DRAW, "min_gap_log": RANK_MIN_GAP, "tau": RANK_TAU},
+                      rank_weight=rank_weight, window_jitter=window_jitter,
+                      rank={"draw": GROUP_DRAW, "min_gap_log": RANK_MIN_GAP, "tau": RANK_TAU},
                       init_weights=None if init_weights is None else {"path": str(init_weights),
                                                                       "sha256": sha256_file(init_weights)},
                       n_validation_samples=len(val["masd"]) if val else 0, left_out_cases=problems,

@@ -11,11 +11,19 @@ import pytest
 import torch
 
 from SpineDARTLib.errors import UserError
-from SpineDARTLib.fit.similarity_net import TINY, SimilarityConfig, crop_image, load_similarity, window
+from SpineDARTLib.fit.similarity_net import (
+    TINY,
+    SimilarityConfig,
+    crop_image,
+    crop_torch,
+    load_similarity,
+    window,
+    window_torch,
+)
 from SpineDARTLib.fit.terms import bench_method_loss, loss_terms
 from SpineDARTLib.geometry.projection import Projection
 from SpineDARTLib.nets.similarity_data import groups_of, masd, perturb, prepare_case, reference_instance
-from SpineDARTLib.nets.similarity_train import grouped_order, rank_metrics, ranking_loss
+from SpineDARTLib.nets.similarity_train import grouped_order, jitter, rank_metrics, ranking_loss
 
 CFG = SimilarityConfig(**TINY)
 
@@ -55,6 +63,26 @@ def test_crop_samples_the_image_where_the_window_projects():
     assert np.allclose([(w * cols).sum(), (w * rows).sum()], expected, atol=0.15)
     # A window wholly outside the image is flat, not an error.
     assert np.ptp(crop_image(image, window(p, X + [400.0, 0, 0], CFG))) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "depth, shift", [(650.0, [5.0, 3.0, 0.0]), (650.0, [60.0, 0.0, 0.0]), (100.0, [0.0, 0.0, 0.0])]
+)
+def test_differentiable_window_cuts_the_same_pixels(depth, shift):
+    """The fit's window (torch, differentiable w.r.t. its centre) is the training samples' window:
+    the same crop projection and the same pixels — inside the image, partly outside it, and where
+    the window enlarges the image (no pre-filter)."""
+    p = _view()
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(150, 200)).astype(np.float32)
+    cfg = SimilarityConfig(crop_px=64, crop_mm=48.0)
+    X = p.point_at_depth(np.array([[120.0, 70.0]]), depth)[0] + shift
+    win = window(p, X, cfg)
+    Pc, uv, half = window_torch(torch.tensor(p.P), torch.tensor(X, requires_grad=True), float(p.K[0, 0]), cfg)
+    assert np.allclose(Pc.detach().numpy(), win.projection.P, rtol=1e-9, atol=1e-9)
+    crop = crop_torch(image, uv, half, cfg.crop_px)
+    assert np.allclose(crop.detach().numpy(), crop_image(image, win), atol=1e-5)
+    crop.sum().backward()  # differentiable w.r.t. the centre
 
 
 def test_masd_is_zero_for_the_same_surface_symmetric_and_grows_with_distance():
@@ -110,6 +138,25 @@ def test_ranking_loss_rewards_the_order_within_a_group_only():
     pred = torch.zeros(2, requires_grad=True)
     ranking_loss(pred, torch.log(torch.tensor([1.0, 2.0])), torch.zeros(2, dtype=torch.long)).backward()
     assert pred.grad[0] > 0 > pred.grad[1]
+
+
+def test_window_jitter_moves_the_xray_and_the_rendering_alike():
+    rng = np.random.default_rng(0)
+    x = torch.zeros(6, 2, 32, 32)
+    r = torch.zeros(6, 2, 32, 32)
+    x[..., 12, 20] = 5.0  # the same feature in both, away from the centre
+    r[..., 12, 20] = 1.0
+    x += 0.1  # a background, which the X-ray's edge repeats where the window leaves the cut
+    xo, ro = jitter(x, r, rng, 4)
+    moved = 0
+    for b in range(6):
+        for v in range(2):
+            ix = np.unravel_index(int(xo[b, v].argmax()), (32, 32))
+            ir = np.unravel_index(int(ro[b, v].argmax()), (32, 32))
+            assert ix == ir and abs(ix[0] - 12) <= 4 and abs(ix[1] - 20) <= 4
+            moved += ix != (12, 20)
+    assert moved > 6 and float(xo.min()) == pytest.approx(0.1) and float(ro.min()) == 0.0
+    assert jitter(x, r, rng, 0)[0] is x
 
 
 def test_grouped_order_draws_chunks_of_one_group():
@@ -217,17 +264,18 @@ def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
 
 
 def test_training_with_the_ranking_term(tiny_weights, run_cli):
-    """--rank-weight trains on batches of one vertebra's instances with the ranking term; the card
-    says so (the tiny set has no validation case: the within-vertebra ρ is tested in rank_metrics)."""
+    """--rank-weight trains on batches of one vertebra's instances with the ranking term (here with
+    moved windows too); the card says so (the tiny set has no validation case: the within-vertebra
+    ρ is tested in rank_metrics)."""
     root, base = tiny_weights
     from SpineDARTLib.cli import main
 
     args = list(base)
     args[args.index("--epochs") + 1] = "1"
     out = root / "ranked.safetensors"
-    assert main([*args, "--out", str(out), "--rank-weight", "1"]) == 0
+    assert main([*args, "--out", str(out), "--rank-weight", "1", "--window-jitter", "2"]) == 0
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["rank_weight"] == 1.0 and card["rank"]["draw"] == 4
+    assert card["rank_weight"] == 1.0 and card["rank"]["draw"] == 4 and card["window_jitter"] == 2
     assert card["n_train_samples"] % 4 == 0 and np.isfinite(card["history"][-1]["train_loss"])
     # Its checkpoint does not resume as a run without the ranking term (other batches, other loss).
     rc, _, err = run_cli(*args, "--out", out, "--resume")
@@ -314,6 +362,7 @@ def test_loss_names():
         (["--workers", "0"], "--workers"),
         (["--rank-weight", "-1"], "--rank-weight"),
         (["--rank-weight", "nan"], "--rank-weight"),
+        (["--window-jitter", "-1"], "--window-jitter"),
     ],
 )
 def test_train_similarity_bad_input(tmp_path, run_cli, args, match):
@@ -341,7 +390,9 @@ def _distance(model, ref, p, ref_pts) -> float:
 def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
     """Issue 12 §3: on the demo case (a scene no network was trained on), instances started 5 mm
     and 5° off the one initialised from the true landmarks are moved back towards it by descending
-    the shipped network's predicted MASD alone."""
+    the shipped network's predicted MASD alone (its gradient through the rendering and the window).
+    Measured (BENCHMARKS, "differentiate the window"): 11 of these 12 starts improve, median
+    distance 5.2 → 4.0 mm; the thresholds leave room for that, not for a descent in no direction."""
     from scipy.spatial.transform import Rotation
 
     from SpineDARTLib.fit.learned import LearnedTerm, default_weights
@@ -359,7 +410,7 @@ def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
         ref = reference_instance(model, level, [x.projection for x in xr], truth["vertebrae"][level]["landmarks"])
         ref_pts = model.surface(model.instance(ref["b"], ref["r"], ref["t"]))
         term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], default_weights(), "cpu")
-        for _ in range(2):
+        for _ in range(4):
             d, axis = rng.normal(size=3), rng.normal(size=3)
             rot = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(5.0)) * Rotation.from_rotvec(ref["r"])
             p = {"b": torch.tensor(ref["b"], dtype=torch.float32),
@@ -375,7 +426,39 @@ def test_shipped_similarity_descends_towards_the_truth_on_the_demo_case():
                 opt.step()
             after.append(_distance(model, ref, p, ref_pts))
     before, after = np.array(before), np.array(after)
-    assert (after < before).mean() >= 5 / 6 and np.median(after) < 0.6 * np.median(before), (before, after)
+    assert (after < before).sum() >= 9 and np.median(after) < 0.85 * np.median(before), (before, after)
+
+
+def test_learned_gradient_is_the_derivative_of_what_it_predicts():
+    """The learned term's gradient w.r.t. translation matches finite differences of the term itself
+    (whose window follows the instance). Before the window was differentiated, the gradient saw
+    only the rendering move in a fixed window — a function the network never learned (its
+    instances are always centred) — and here pointed away from the truth along z (cosine < 0)."""
+    from SpineDARTLib.fit.learned import LearnedTerm, default_weights
+    from SpineDARTLib.resources import demo_case_dir
+    from SpineDARTLib.ssm.io import model_for_level
+    from SpineDARTLib.xray import read_xray
+
+    demo = demo_case_dir()
+    xr = [read_xray(demo / f"xray_{k}.png", demo / f"xray_{k}.json") for k in "ab"]
+    truth = json.loads((demo / "truth.json").read_text())
+    model = model_for_level("L2")
+    ref = reference_instance(model, "L2", [x.projection for x in xr], truth["vertebrae"]["L2"]["landmarks"])
+    term = LearnedTerm([model], [x.image for x in xr], [x.projection for x in xr], default_weights(), "cpu")
+    p = {k: torch.tensor(np.asarray(ref[k], np.float32)) for k in "brt"}
+    p["t"] = (p["t"] + torch.tensor([3.0, -2.0, 1.0])).requires_grad_(True)
+    term([p]).backward()
+    fd = []
+    for i in range(3):
+        values = []
+        for sign in (1.0, -1.0):
+            q = {k: v.detach().clone() for k, v in p.items()}
+            q["t"][i] += sign * 0.2
+            with torch.no_grad():
+                values.append(float(term([q])))
+        fd.append((values[0] - values[1]) / 0.4)
+    g, fd = p["t"].grad.numpy(), np.array(fd)
+    assert g @ fd / (np.linalg.norm(g) * np.linalg.norm(fd)) > 0.9, (g, fd)
 
 
 def test_bench_reruns_learned_records_of_other_weights(tmp_path, run_cli, tiny_weights):
