@@ -144,17 +144,17 @@ class Window:
 
 def window(projection: Projection, centre_mm: np.ndarray, config: SimilarityConfig) -> Window:
     """The window of ``projection`` around the world point ``centre_mm`` (see the module docstring).
-    Crop pixel i has its centre at u = u_c − h + (i + ½)/s (s = crop_px / 2h)."""
-    uv, depth = projection.project(np.asarray(centre_mm, float)[None], return_depth=True)
+    Crop pixel i has its centre at u = u_c − h + (i + ½)/s (s = crop_px / 2h). Computed by
+    :func:`window_torch` (in float64), so training samples and the fit cut the same window."""
     fx = float(abs(projection.K[0, 0]))
-    half = 0.5 * config.crop_mm * fx / float(depth[0])
+    with torch.no_grad():
+        P, uv, half = window_torch(torch.tensor(np.asarray(projection.P, float)),
+                                   torch.tensor(np.asarray(centre_mm, float)), fx, config)  # fmt: skip
     n = config.crop_px
-    s = n / (2.0 * half)
-    (uc, vc) = uv[0]
-    A = np.array([[s, 0.0, s * (half - uc) - 0.5], [0.0, s, s * (half - vc) - 0.5], [0.0, 0.0, 1.0]])
+    s = n / (2.0 * float(half))
     du, dv = projection.pixel_spacing_mm
-    crop = Projection(A @ projection.P, (n, n), (du / s, dv / s), projection.isocenter_mm)
-    return Window(crop, uv[0], half)
+    crop = Projection(P.numpy(), (n, n), (du / s, dv / s), projection.isocenter_mm)
+    return Window(crop, uv.numpy(), float(half))
 
 
 def _filtered_region(image: np.ndarray, u: np.ndarray, v: np.ndarray, step: float):
@@ -177,20 +177,13 @@ def _filtered_region(image: np.ndarray, u: np.ndarray, v: np.ndarray, step: floa
 
 def crop_image(image: np.ndarray, win: Window) -> np.ndarray:
     """The X-ray resampled on the window's pixels (bilinear after a Gaussian pre-filter of σ = ½
-    source pixels per crop pixel when the window shrinks the image; outside the image: its edge)."""
-    from scipy.ndimage import map_coordinates
-
-    n = win.projection.image_size[0]
-    step = 1.0 / win.scale  # full-image pixels per crop pixel
-    i = np.arange(n, dtype=float)
-    u = win.centre_uv[0] - win.half_px + (i + 0.5) * step
-    v = win.centre_uv[1] - win.half_px + (i + 0.5) * step
-    region = _filtered_region(image, u, v, step)
-    if region is None:
-        return np.full((n, n), float(np.mean(image)), np.float32)
-    img, r0, c0 = region
-    vv, uu = np.meshgrid(v - r0, u - c0, indexing="ij")
-    return map_coordinates(img, [vv, uu], order=1, mode="nearest").astype(np.float32)
+    source pixels per crop pixel when the window shrinks the image; outside the image: its edge).
+    Computed by :func:`crop_torch` (in float64), the fit's crop."""
+    uv = torch.tensor(np.asarray(win.centre_uv, float))
+    half = torch.tensor(float(win.half_px), dtype=torch.float64)
+    with torch.no_grad():
+        crop = crop_torch(image, uv, half, win.projection.image_size[0])
+    return crop.numpy().astype(np.float32)
 
 
 def window_torch(P: torch.Tensor, centre_mm: torch.Tensor, fx: float, config: SimilarityConfig):
@@ -210,9 +203,9 @@ def window_torch(P: torch.Tensor, centre_mm: torch.Tensor, fx: float, config: Si
 
 
 def crop_torch(image: np.ndarray, uv: torch.Tensor, half: torch.Tensor, n: int) -> torch.Tensor:
-    """:func:`crop_image` with the window's centre ``uv`` and half side ``half`` (full-image
-    pixels) as tensors: the same pixels (the pre-filter is chosen from their current values, not
-    differentiated), differentiable w.r.t. where the window is.
+    """The X-ray (``image``) resampled on the pixels of the window with centre ``uv`` and half side
+    ``half`` (full-image pixels, tensors), as :func:`crop_image` describes, differentiable w.r.t.
+    where the window is (the pre-filter is chosen from their current values, not differentiated).
 
     Why: the network was trained with the instance always at the window's centre, so a
     translation error shows in *where the X-ray's vertebra sits in the window* as much as in the
@@ -227,8 +220,8 @@ def crop_torch(image: np.ndarray, uv: torch.Tensor, half: torch.Tensor, n: int) 
         return torch.full((n, n), float(np.mean(image)), dtype=uv.dtype, device=uv.device) + 0.0 * uv.sum()
     img, r0, c0 = region
     h, w = img.shape
-    # grid_sample with align_corners=True: -1 and 1 are the centres of the first and last pixels,
-    # as map_coordinates' integer indices; "border" repeats the edge as its mode="nearest".
+    # grid_sample with align_corners=True: -1 and 1 are the centres of the first and last pixels
+    # (pixel i at coordinate i); "border" repeats the image's edge beyond it.
     gx = 2.0 * (u - c0) / max(w - 1, 1) - 1.0
     gy = 2.0 * (v - r0) / max(h - 1, 1) - 1.0
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]
