@@ -203,6 +203,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _trainer_parser(sub, "train-detector", "train the X-ray annotation network on data-engine cases", "--randomize", 8,
                     5e-4)  # fmt: skip
+    _trainer_parser(sub, "train-refiner", "train the annotation network's second stage (one vertebra's landmarks "
+                    "and mask from a crop) on data-engine cases", "--randomize", 16, 1e-3)  # fmt: skip
     ts = _trainer_parser(sub, "train-similarity", "train the learned multi-view similarity (MASD) on data-engine cases",
                          "--views both", 16, 3e-4)  # fmt: skip
     ts.add_argument("--per-vertebra", type=int, default=8, help="instances drawn around each vertebra per view pair")
@@ -225,6 +227,12 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="move each view's window by up to this many crop pixels, the X-ray and the rendering alike (default 0)",
+    )
+    ts.add_argument(
+        "--ray-samples",
+        type=int,
+        default=0,
+        help="instances moved along one view's ray per vertebra and view pair, samples too (default 0)",
     )
 
     pl = sub.add_parser("plan", help="plan cannulas from two calibrated X-rays and their 2-D landmarks")
@@ -684,14 +692,32 @@ def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) ->
     command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
     card = train_detector(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
                           args.resume, args.stop_after_steps, command)  # fmt: skip
+    return _report_training(card, args.out, f"{card.get('n_train_views')} views")
+
+
+def _report_training(card: dict, out: Path, trained_on: str) -> int:
+    """What a trainer prints when it stops (and how to go on) or finishes."""
     if card.get("stopped"):
         print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
         return 0
     last = card["history"][-1] if card["history"] else {}
+    summary = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
     print(f"trained {card['epochs']} epochs ({card['steps']} steps, {card['train_seconds']:.0f} s) on "
-          f"{card['n_train_views']} views; last: " + ", ".join(f"{k} {v:.3f}" for k, v in last.items()))  # fmt: skip
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+          f"{trained_on}; last: {summary}")  # fmt: skip
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
+
+
+def _cmd_train_refiner(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    _start_training(args, "e.g. --epochs 10 --batch-size 16")
+    from .nets.refiner import TINY_REFINER, RefinerConfig
+    from .nets.refiner_train import train_refiner
+
+    config = RefinerConfig(**TINY_REFINER) if args.size == "tiny" else RefinerConfig()
+    command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
+    card = train_refiner(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
+                         args.resume, args.stop_after_steps, command)  # fmt: skip
+    return _report_training(card, args.out, f"{card.get('n_train_samples')} vertebrae")
 
 
 def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
@@ -706,6 +732,8 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
         raise UserError(f"--rank-weight {args.rank_weight} is not a weight", "give 0 (none) or more, e.g. 1")
     if args.window_jitter < 0:
         raise UserError(f"--window-jitter {args.window_jitter} is negative", "give 0 (none) or crop pixels, e.g. 8")
+    if args.ray_samples < 0:
+        raise UserError(f"--ray-samples {args.ray_samples} is negative", "give 0 (none) or a count, e.g. 4")
     from .fit.similarity_net import TINY, SimilarityConfig
     from .nets.similarity_train import train_similarity
 
@@ -714,16 +742,9 @@ def _cmd_train_similarity(args: argparse.Namespace, argv: Sequence[str] | None) 
     card = train_similarity(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
                             args.per_vertebra, args.workers, args.resume, args.stop_after_steps, command,
                             trajectories=args.trajectories, init_weights=args.init_weights,
-                            rank_weight=args.rank_weight, window_jitter=args.window_jitter)  # fmt: skip
-    if card.get("stopped"):
-        print(f"stopped after epoch {card['epochs']} ({card['steps']} steps): continue with --resume")
-        return 0
-    last = card["history"][-1] if card["history"] else {}
-    summary = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
-    print(f"trained {card['epochs']} epochs ({card['steps']} steps, {card['train_seconds']:.0f} s) on "
-          f"{card['n_train_samples']} samples; last: {summary}")  # fmt: skip
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
-    return 0
+                            rank_weight=args.rank_weight, window_jitter=args.window_jitter,
+                            ray_samples=args.ray_samples)  # fmt: skip
+    return _report_training(card, args.out, f"{card.get('n_train_samples')} samples")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -754,6 +775,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_train_detector(args, argv)
         if args.command == "train-similarity":
             return _cmd_train_similarity(args, argv)
+        if args.command == "train-refiner":
+            return _cmd_train_refiner(args, argv)
         raise UserError(f"unknown command {args.command!r}", "run 'spinedart --help'")
     except UserError as exc:
         print(f"spinedart: error: {exc.one_line()}", file=sys.stderr)

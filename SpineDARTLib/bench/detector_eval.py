@@ -5,7 +5,8 @@ centre distance (nearest pairs first, within ``MATCH_MM`` at the detector); inst
 precision; per matched vertebra the 10 landmarks' errors (mm at the detector) with their
 confidences — the error against the fraction kept by a confidence threshold is the paper's Fig. 5 —
 the mask Dice (probability > 0.5) and whether the level is right without an anchor (ribs or the
-level head's guess) and with the clinician's target level as the anchor.
+level head's guess) and with the clinician's target level as the anchor. With a ``refiner`` (the
+second stage, :func:`..nets.detect.refine`) every detection is refined before it is scored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..anatomy.landmarks import LANDMARKS
-from ..nets.detect import detect, order_and_levels
+from ..nets.detect import detect, order_and_levels, refine
 from ..nets.detector_data import MIN_MASK_PIXELS, case_dirs, is_validation
 
 MATCH_MM = 15.0
@@ -33,13 +34,17 @@ def _truth(case_dir: Path, view: dict) -> tuple[list[dict], np.ndarray]:
     return keep, masks
 
 
-def evaluate_view(model, case_dir: Path, view: dict, degraded: bool, target: str | None) -> dict[str, Any]:
+def evaluate_view(
+    model, case_dir: Path, view: dict, degraded: bool, target: str | None, refiner=None
+) -> dict[str, Any]:
     from ..xray import read_xray
 
     xr = read_xray(case_dir / (view["degraded_image"] if degraded else view["image"]), case_dir / view["sidecar"])
     mm = float(np.mean(xr.projection.pixel_spacing_mm))
     truth, masks = _truth(case_dir, view)
     found = detect(model, xr.image)
+    if refiner is not None:
+        refine(refiner, xr.image, mm, found)
     rec: dict[str, Any] = {"case": case_dir.name, "view": view["name"], "degraded": degraded,
                            "n_true": len(truth), "n_found": len(found), "matched": []}  # fmt: skip
     if not truth or not found:
@@ -90,7 +95,7 @@ def evaluate_view(model, case_dir: Path, view: dict, degraded: bool, target: str
     return rec
 
 
-def evaluate(model, data: Path, split: str = "all", limit: int | None = None) -> dict[str, Any]:
+def evaluate(model, data: Path, split: str = "all", limit: int | None = None, refiner=None) -> dict[str, Any]:
     """Every view (clean and degraded) of the cases under ``data``; ``split`` ``validation`` keeps
     only the training folder's held-out cases."""
     records = []
@@ -103,7 +108,7 @@ def evaluate(model, data: Path, split: str = "all", limit: int | None = None) ->
             # Real cases name their views after the target they are centred on (e.g. "L1-ort-ap").
             target = next((t for t in targets if t and view["name"].startswith(f"{t}-")), targets[0])
             for degraded in [False] + ([True] if view.get("degraded_image") else []):
-                records.append(evaluate_view(model, case_dir, view, degraded, target))
+                records.append(evaluate_view(model, case_dir, view, degraded, target, refiner))
                 if limit and len(records) >= limit:
                     return summarise(records)
     return summarise(records)

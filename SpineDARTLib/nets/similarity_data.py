@@ -18,6 +18,13 @@ and ``TRAJECTORY_SAMPLES`` of its iterates — from the initialisation through i
 stages to where it ends, a failed fit included — become samples with their true MASD: the
 instances a fit actually visits, not only random perturbations. Kept in a cache of their own.
 
+**Ray samples** (``ray_samples`` > 0): per vertebra and pair, the reference and that many instances
+moved ``RAY_MM`` along one view's ray (through the vertebra's centre; the views alternate) with a
+small perturbation on top: that view sees the instance almost where the vertebra is (only the
+magnification changes), the other sees it moved. Why: a network trained on isotropic perturbations
+read such an instance as nearly right (measured on the demo case: 5 mm along the lateral ray
+predicted 1.1 mm) — a false minimum a two-view fit can slide into. Kept in a cache of their own.
+
 Samples are prepared once per case into a cache folder (one ``.npz`` per case, float16 windows),
 in parallel over cases, and reused by every epoch and by a resumed run.
 """
@@ -45,6 +52,9 @@ NEIGHBOUR_MM = (22.0, 34.0)
 DATA_VERSION = 1  # bump when what a sample holds changes: the cache is keyed by it
 TRAJECTORY_SAMPLES = 6  # iterates kept along one traced fit (evenly spaced, first and last included)
 TRAJECTORY_VERSION = 1
+RAY_MM = (2.0, 10.0)  # shift along one view's ray of a ray sample
+RAY_JITTER = 0.1  # the perturbation on top of it, as a fraction of a full one (≤ 1.5 mm, 1.5°, 0.15σ)
+RAY_VERSION = 1
 
 
 def masd(a_points: np.ndarray, b_points: np.ndarray) -> float:
@@ -57,12 +67,13 @@ def masd(a_points: np.ndarray, b_points: np.ndarray) -> float:
 
 
 def perturb(
-    ref: dict[str, np.ndarray], rng: np.random.Generator, n_modes: int
+    ref: dict[str, np.ndarray], rng: np.random.Generator, n_modes: int, scale: float = 1.0, jumps: bool = True
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """One instance around ``ref`` (b, r, t) and the size of what was done to it."""
+    """One instance around ``ref`` (b, r, t) and the size of what was done to it; ``scale`` shrinks
+    the perturbation, ``jumps`` False leaves out the move to a neighbour's place."""
     from scipy.spatial.transform import Rotation
 
-    a = rng.uniform() ** 2  # dense near the truth, where the fit ends
+    a = scale * rng.uniform() ** 2  # dense near the truth, where the fit ends
     shift = rng.normal(size=3) * a * MAX_SHIFT_MM / np.sqrt(3)
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
@@ -70,13 +81,25 @@ def perturb(
     b = ref["b"].copy()
     b[:n_modes] += rng.normal(size=min(n_modes, len(b))) * a * MAX_COEFF / 2
     jump = 0.0
-    if rng.uniform() < NEIGHBOUR_JUMP:
+    if jumps and rng.uniform() < NEIGHBOUR_JUMP:
         jump = float(rng.choice([-1, 1]) * rng.uniform(*NEIGHBOUR_MM))
         shift = shift + np.array([0.0, 0.0, jump])  # world is patient RAS: +z is superior
     r = (Rotation.from_rotvec(axis * angle) * Rotation.from_rotvec(ref["r"])).as_rotvec()
     how = {"magnitude": float(a), "shift_mm": float(np.linalg.norm(shift)), "angle_deg": float(np.degrees(abs(angle))),
            "jump_mm": jump}  # fmt: skip
     return {"b": b, "r": r, "t": ref["t"] + shift}, how
+
+
+def along_ray(
+    ref: dict[str, np.ndarray], centre: np.ndarray, projection, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """A ray sample (see the module docstring): ``ref`` slightly perturbed, then moved along the
+    ray from ``projection``'s source through ``centre`` (the reference's centre, mm) by ``RAY_MM``,
+    towards the source or away from it."""
+    state, how = perturb(ref, rng, 15, scale=RAY_JITTER, jumps=False)
+    ray = np.asarray(centre, float) - projection.source_mm
+    shift = rng.choice([-1.0, 1.0]) * rng.uniform(*RAY_MM) * ray / np.linalg.norm(ray)
+    return {**state, "t": state["t"] + shift}, {**how, "ray_mm": float(np.linalg.norm(shift))}
 
 
 def _pairs(doc: dict[str, Any], rng: np.random.Generator) -> list[tuple[str | None, list[dict[str, Any]]]]:
@@ -149,11 +172,17 @@ def trajectory_states(model, level: str, xrays, labels, masks, rng: np.random.Ge
 
 
 def prepare_case(
-    case_dir: Path, config: SimilarityConfig, per_vertebra: int, seed: int, trajectories: int = 0
+    case_dir: Path,
+    config: SimilarityConfig,
+    per_vertebra: int,
+    seed: int,
+    trajectories: int = 0,
+    ray_samples: int = 0,
 ) -> dict[str, np.ndarray]:
     """Every sample of one case (see the module docstring): ``per_vertebra`` perturbed instances of
     each vertebra and pair, or with ``trajectories`` > 0 instead the iterates of that many traced
-    fits per pair (a cache of their own)."""
+    fits per pair, or with ``ray_samples`` > 0 the reference and that many ray samples (each a cache
+    of its own)."""
     import torch
 
     from ..fit.solid import Solid
@@ -169,6 +198,8 @@ def prepare_case(
     pairs = _pairs(doc, rng)  # the same pairs for both kinds of sample
     if trajectories:
         rng = np.random.default_rng([seed, int(doc.get("seed") or 0), TRAJECTORY_VERSION, 7])
+    elif ray_samples:
+        rng = np.random.default_rng([seed, int(doc.get("seed") or 0), RAY_VERSION, 11])
     out: dict[str, list] = {k: [] for k in ("xray", "xray_degraded", "render", "masd", "level", "magnitude", "jump")}
     verts = {v["level"]: v for v in doc["vertebrae"]}
     models, meshes, solids = {}, {}, {}
@@ -202,8 +233,11 @@ def prepare_case(
             else:
                 ref = reference_instance(model, level, projections, vert["landmarks"])
                 states, hows = [ref], [{"magnitude": 0.0, "jump_mm": 0.0}]
-                for _ in range(per_vertebra - 1):
-                    state, how = perturb(ref, rng, 15)
+                for k in range(ray_samples or per_vertebra - 1):
+                    if ray_samples:
+                        state, how = along_ray(ref, model.centre + ref["t"], projections[k % 2], rng)
+                    else:
+                        state, how = perturb(ref, rng, 15)
                     states.append(state)
                     hows.append(how)
             for state, how in zip(states, hows, strict=True):
@@ -233,7 +267,12 @@ def prepare_case(
     return arrays
 
 
-def cache_folder(data: Path, config: SimilarityConfig, per_vertebra: int, seed: int, trajectories: int = 0) -> Path:
+def cache_folder(
+    data: Path, config: SimilarityConfig, per_vertebra: int, seed: int, trajectories: int = 0, ray_samples: int = 0
+) -> Path:
+    if ray_samples:
+        key = json.dumps([config.crop_px, config.crop_mm, ray_samples, seed, RAY_VERSION, RAY_MM, RAY_JITTER])
+        return Path(data) / f".similarity-ray-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     if trajectories:
         key = json.dumps([config.crop_px, config.crop_mm, trajectories, seed, TRAJECTORY_VERSION, TRAJECTORY_SAMPLES])
         return Path(data) / f".similarity-traj-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -242,22 +281,29 @@ def cache_folder(data: Path, config: SimilarityConfig, per_vertebra: int, seed: 
 
 
 def _job(args: tuple) -> tuple[str, str | None]:
-    case_dir, path, config, per_vertebra, seed, trajectories = args
+    case_dir, path, config, per_vertebra, seed, trajectories, ray_samples = args
     from ..atomic import atomic_write_npz
 
     try:
-        atomic_write_npz(path, prepare_case(case_dir, config, per_vertebra, seed, trajectories))
+        atomic_write_npz(path, prepare_case(case_dir, config, per_vertebra, seed, trajectories, ray_samples))
     except Exception as exc:  # a broken case is reported and left out, the others are prepared
         return str(case_dir), f"{type(exc).__name__}: {exc}"
     return str(case_dir), None
 
 
 def prepare(
-    data: Path, config: SimilarityConfig, per_vertebra: int = 8, seed: int = 0, workers: int = 1, trajectories: int = 0
+    data: Path,
+    config: SimilarityConfig,
+    per_vertebra: int = 8,
+    seed: int = 0,
+    workers: int = 1,
+    trajectories: int = 0,
+    ray_samples: int = 0,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """(training files, validation files, problems): one cached ``.npz`` per case (made where
-    missing) of perturbed instances and, with ``trajectories`` > 0, one more of traced fits; every
-    tenth case (by case id) is validation, as for the detector."""
+    missing) of perturbed instances and, with ``trajectories`` > 0, one more of traced fits, with
+    ``ray_samples`` > 0 one more of ray samples; every tenth case (by case id) is validation, as for
+    the detector."""
     from ..errors import UserError
     from .detector_data import case_dirs, is_validation
 
@@ -265,14 +311,15 @@ def prepare(
     if not cases:
         raise UserError("holds no data-engine case (case.json)", "run spinedart synth --out DIR first", data)
     jobs, files = [], []
-    for traced in [0] + ([trajectories] if trajectories else []):
-        cache = cache_folder(data, config, per_vertebra, seed, traced)
+    kinds = [(0, 0)] + ([(trajectories, 0)] if trajectories else []) + ([(0, ray_samples)] if ray_samples else [])
+    for traced, ray in kinds:
+        cache = cache_folder(data, config, per_vertebra, seed, traced, ray)
         cache.mkdir(parents=True, exist_ok=True)
         for d in cases:
             path = cache / f"{d.name}.npz"
             files.append((d, path))
             if not path.exists():
-                jobs.append((d, path, config, per_vertebra, seed, traced))
+                jobs.append((d, path, config, per_vertebra, seed, traced, ray))
     problems = []
     if jobs:
         print(f"preparing similarity samples: {len(jobs)} case files ({workers} workers)", file=sys.stderr, flush=True)

@@ -169,6 +169,7 @@ def train_similarity(
     init_weights: Path | None = None,
     rank_weight: float = 0.0,
     window_jitter: int = 0,
+    ray_samples: int = 0,
 ) -> dict[str, Any]:
     """Train (or continue) the similarity on the cases under ``data``; writes ``out`` (safetensors),
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
@@ -176,7 +177,9 @@ def train_similarity(
     ``trajectories``: traced fits per view pair whose iterates are samples too (see
     :mod:`.similarity_data`). ``init_weights``: start from these weights (fine-tuning; their
     configuration is used and their hash recorded). ``rank_weight``: weight of the ranking term
-    (0: L1 alone, batches drawn over all samples). ``window_jitter``: see :func:`jitter`."""
+    (0: L1 alone, batches drawn over all samples). ``window_jitter``: see :func:`jitter`.
+    ``ray_samples``: instances moved along one view's ray per vertebra and pair, samples too (see
+    :mod:`.similarity_data`)."""
     out = Path(out)
     config = config or SimilarityConfig()
     ckpt_path = out.with_suffix(".ckpt")
@@ -187,7 +190,11 @@ def train_similarity(
     if init_weights is not None:
         start, start_card = load_similarity(init_weights)
         config = SimilarityConfig.from_dict(start_card["config"])
-    train_files, val_files, problems = prepare(data, config, per_vertebra, seed, workers, trajectories)
+    half = config.crop_px // 2
+    if window_jitter >= half:  # the instance could leave the window entirely: renderings of nothing
+        what = f"--window-jitter {window_jitter} moves the window by half its width ({half} of {config.crop_px} px)"
+        raise UserError(what + " or more", f"give less than {half}, e.g. {config.crop_px // 16}")
+    train_files, val_files, problems = prepare(data, config, per_vertebra, seed, workers, trajectories, ray_samples)
     train, val = load_cases(train_files, "alternative"), load_cases(val_files)
     if not train:
         raise UserError("holds no training sample (no vertebra seen whole in both views)", "add cases", data)
@@ -219,7 +226,8 @@ def train_similarity(
 
     # A checkpoint resumes only the run it was written by: the ranking term changes the batches too.
     ckpt_config = (config.to_dict() | ({"rank_weight": rank_weight} if rank_weight > 0 else {})
-                   | ({"window_jitter": window_jitter} if window_jitter > 0 else {}))  # fmt: skip
+                   | ({"window_jitter": window_jitter} if window_jitter > 0 else {})
+                   | ({"ray_samples": ray_samples} if ray_samples > 0 else {}))  # fmt: skip
     state, finished = run_epochs(model, opt, loss_of, validate, n_samples=n, ckpt_path=ckpt_path,
                                  config=ckpt_config, seed=seed, resume=resume, epochs=epochs,
                                  batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say,
@@ -229,7 +237,7 @@ def train_similarity(
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
                       samples_per_vertebra=per_vertebra, traced_fits_per_pair=trajectories, n_train_samples=n,
-                      rank_weight=rank_weight, window_jitter=window_jitter,
+                      ray_samples_per_pair=ray_samples, rank_weight=rank_weight, window_jitter=window_jitter,
                       rank={"draw": GROUP_DRAW, "min_gap_log": RANK_MIN_GAP, "tau": RANK_TAU},
                       init_weights=None if init_weights is None else {"path": str(init_weights),
                                                                       "sha256": sha256_file(init_weights)},

@@ -1,7 +1,8 @@
 """Evaluate trained detector weights on data-engine views; prints one JSON object (records in --out).
 
     python Testing/bench/detector_eval.py --weights Resources/models/detector.safetensors \
-        --data DIR [--split all|validation] [--limit N] [--out results.json] [--threads 2]
+        --data DIR [--split all|validation] [--limit N] [--out results.json] [--threads 2] \
+        [--refiner refiner.safetensors]
 
 DIR: a training folder (``--split validation``: its held-out cases), the benchmark's scenes
 (``spinedart bench --work`` folder: healthy-*, fractured-*) or the real CT's case (real-ct-*).
@@ -28,11 +29,19 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="at most this many views")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--refiner", type=Path, help="second-stage weights: every detection refined before scoring")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, card = load_detector(a.weights)
-    res = evaluate(model, a.data, a.split, a.limit)
+    refiner = None
+    if a.refiner:
+        from SpineDARTLib.nets.refiner_train import load_refiner
+
+        refiner, refiner_card = load_refiner(a.refiner)
+    res = evaluate(model, a.data, a.split, a.limit, refiner)
     res["weights_sha256"] = card["weights_sha256"]
+    if refiner is not None:
+        res["refiner_sha256"] = refiner_card["weights_sha256"]
     if a.out:
         atomic_write_json(a.out, res)
     print(json.dumps({k: v for k, v in res.items() if k != "records"}))

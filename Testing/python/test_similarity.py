@@ -22,7 +22,16 @@ from SpineDARTLib.fit.similarity_net import (
 )
 from SpineDARTLib.fit.terms import bench_method_loss, loss_terms
 from SpineDARTLib.geometry.projection import Projection
-from SpineDARTLib.nets.similarity_data import groups_of, masd, perturb, prepare_case, reference_instance
+from SpineDARTLib.nets.similarity_data import (
+    RAY_JITTER,
+    RAY_MM,
+    along_ray,
+    groups_of,
+    masd,
+    perturb,
+    prepare_case,
+    reference_instance,
+)
 from SpineDARTLib.nets.similarity_train import grouped_order, jitter, rank_metrics, ranking_loss
 
 CFG = SimilarityConfig(**TINY)
@@ -123,6 +132,25 @@ def test_perturbation_is_seeded_and_bounded():
     assert max(h["angle_deg"] for h in hows) <= 15.0
     jumps = [h for h in hows if h["jump_mm"]]
     assert 0.04 < len(jumps) / 300 < 0.2 and all(22 <= abs(h["jump_mm"]) <= 34 for h in jumps)
+
+
+def test_ray_sample_moves_along_the_view_ray():
+    """A ray sample stays (nearly) where the reference projects in its view and moves by RAY_MM in
+    depth: the instances a view cannot tell apart, which only the other view separates."""
+    p = _view()
+    ref = {"b": np.zeros(15), "r": np.zeros(3), "t": np.array([10.0, -5.0, 0.0])}
+    centre = np.array([3.0, 4.0, 5.0]) + ref["t"]
+    rng = np.random.default_rng(3)
+    ray = (centre - p.source_mm) / np.linalg.norm(centre - p.source_mm)
+    along, across = [], []
+    for _ in range(100):
+        state, how = along_ray(ref, centre, p, rng)
+        d = state["t"] - ref["t"]
+        along.append(abs(d @ ray))
+        across.append(np.linalg.norm(d - (d @ ray) * ray))
+        assert how["magnitude"] <= RAY_JITTER and how["jump_mm"] == 0.0
+    assert RAY_MM[0] - 1.5 < min(along) and max(along) < RAY_MM[1] + 1.5
+    assert np.median(across) < 0.5 and np.median(along) > 4 * np.median(across) + 2
 
 
 def test_rank_metrics():
@@ -259,8 +287,9 @@ def test_tiny_training_resumes_to_the_same_weights(tiny_weights, run_cli):
 
 
 def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
-    """--trajectories adds the iterates of real fits (gt-noisy evidence) as samples, in a cache of
-    their own; --init-weights starts from given weights and the card names them."""
+    """--trajectories adds the iterates of real fits (gt-noisy evidence) as samples, --ray-samples
+    instances moved along one view's ray, each in a cache of their own; --init-weights starts from
+    given weights and the card names them."""
     from SpineDARTLib.nets.similarity_data import TRAJECTORY_SAMPLES, cache_folder
     from SpineDARTLib.provenance import sha256_file
 
@@ -269,17 +298,24 @@ def test_trajectory_samples_and_fine_tuning(tiny_weights, synth_set):
     assert 2 <= n <= TRAJECTORY_SAMPLES and (traced["magnitude"] == -1).all()  # one pair, one traced fit
     assert (groups_of(traced["magnitude"], traced["level"]) == 0).all()  # one fit's iterates: one group
     assert np.isfinite(traced["masd"]).all() and np.ptp(traced["masd"]) > 0  # the fit moved the instance
+    rays = prepare_case(synth_set / "a" / "case_0000", CFG, 6, seed=0, ray_samples=2)
+    groups = groups_of(rays["magnitude"], rays["level"])
+    assert len(rays["masd"]) % 3 == 0 and np.array_equal(groups, np.arange(len(groups)) // 3)  # reference + 2
+    ref, moved = rays["masd"][::3], rays["masd"].reshape(-1, 3)[:, 1:]
+    assert (moved > ref[:, None]).all() and (moved < 12).all(), rays["masd"]
     root, base = tiny_weights
     from SpineDARTLib.cli import main
 
     args = list(base)
     args[args.index("--epochs") + 1] = "1"
     out = root / "tuned.safetensors"
-    assert main([*args, "--out", str(out), "--trajectories", "1", "--init-weights", str(root / "a.safetensors")]) == 0
+    init = ["--init-weights", str(root / "a.safetensors")]
+    assert main([*args, "--out", str(out), "--trajectories", "1", "--ray-samples", "2", *init]) == 0
     card, first = json.loads(out.with_suffix(".json").read_text()), json.loads((root / "a.json").read_text())
     assert card["traced_fits_per_pair"] == 1 and card["init_weights"]["sha256"] == sha256_file(root / "a.safetensors")
-    assert card["n_train_samples"] > first["n_train_samples"]
+    assert card["ray_samples_per_pair"] == 2 and card["n_train_samples"] > first["n_train_samples"]
     assert any(cache_folder(root / "data", CFG, 4, 0, 1).glob("*.npz"))
+    assert any(cache_folder(root / "data", CFG, 4, 0, ray_samples=2).glob("*.npz"))
 
 
 def test_training_with_the_ranking_term(tiny_weights, run_cli):
@@ -382,6 +418,8 @@ def test_loss_names():
         (["--rank-weight", "-1"], "--rank-weight"),
         (["--rank-weight", "nan"], "--rank-weight"),
         (["--window-jitter", "-1"], "--window-jitter"),
+        (["--window-jitter", "64"], "--window-jitter"),  # half the default 128-pixel window
+        (["--ray-samples", "-1"], "--ray-samples"),
     ],
 )
 def test_train_similarity_bad_input(tmp_path, run_cli, args, match):
