@@ -8,7 +8,6 @@ time, validation curve).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ..errors import UserError
 from .detector import Detector, DetectorConfig, instance_mask_logits
 from .detector_data import DetectorDataset, collate, prepare
 from .training import (
-    check_fresh,
+    begin_run,
     load_checked,
     run_epochs,
     write_card,
@@ -163,12 +162,8 @@ def train_detector(
     """Train (or continue) the network on the cases under ``data``; writes ``out`` (safetensors),
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
     epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written)."""
-    out = Path(out)
+    out, ckpt_path, say = begin_run(out, resume, seed, progress)
     config = config or DetectorConfig()
-    ckpt_path = out.with_suffix(".ckpt")
-    check_fresh(ckpt_path, resume)
-    say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
-    torch.manual_seed(seed)
     train_files, val_files = prepare(data, config)
     if not train_files:
         raise UserError("holds no training view (every case fell in the validation split)", "add cases", data)

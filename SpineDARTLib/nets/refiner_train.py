@@ -10,7 +10,6 @@ mask Dice and the rank correlation of σ with the error (does the confidence mea
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from torch.nn import functional
 from ..errors import UserError
 from .refiner import Refiner, RefinerConfig
 from .refiner_data import JITTER_MM, RefinerSamples, prepare
-from .training import check_fresh, load_checked, run_epochs, write_card
+from .training import begin_run, load_checked, run_epochs, write_card
 
 CARD_SCHEMA = "spinedart.refiner-card/1"
 POINT_SCALE = 4.0  # crop pixels: the distance term's unit
@@ -100,12 +99,8 @@ def train_refiner(
 ) -> dict[str, Any]:
     """Train (or continue) the refiner on the cases under ``data``; writes ``out`` (safetensors), its
     card and the checkpoint ``out.with_suffix('.ckpt')`` (every epoch)."""
-    out = Path(out)
+    out, ckpt_path, say = begin_run(out, resume, seed, progress)
     config = config or RefinerConfig()
-    ckpt_path = out.with_suffix(".ckpt")
-    check_fresh(ckpt_path, resume)
-    say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
-    torch.manual_seed(seed)
     train_files, val_files = prepare(data)
     train, val = RefinerSamples(train_files), RefinerSamples(val_files)
     if len(train) == 0:

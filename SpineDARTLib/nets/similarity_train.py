@@ -20,7 +20,6 @@ MASD — what a loss needs — and the median relative error.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from ..fit.similarity_net import CARD_SCHEMA, SimilarityConfig, SimilarityNet, l
 from ..provenance import sha256_file
 from .similarity_data import load_cases, prepare
 from .training import (
-    check_fresh,
+    begin_run,
     run_epochs,
     write_card,
 )
@@ -180,12 +179,8 @@ def train_similarity(
     (0: L1 alone, batches drawn over all samples). ``window_jitter``: see :func:`jitter`.
     ``ray_samples``: instances moved along one view's ray per vertebra and pair, samples too (see
     :mod:`.similarity_data`)."""
-    out = Path(out)
+    out, ckpt_path, say = begin_run(out, resume, seed, progress)
     config = config or SimilarityConfig()
-    ckpt_path = out.with_suffix(".ckpt")
-    check_fresh(ckpt_path, resume)
-    say = progress or (lambda text: print(text, file=sys.stderr, flush=True))
-    torch.manual_seed(seed)
     start = None
     if init_weights is not None:
         start, start_card = load_similarity(init_weights)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,8 @@ from ..atomic import atomic_path
 from ..errors import UserError
 from ..weights import load_checked, save_weights
 
-__all__ = ["check_fresh", "cosine_lr", "data_summary", "load_checked", "load_checkpoint", "save_checkpoint",
-           "save_weights", "run_epochs", "write_card"]  # fmt: skip
+__all__ = ["begin_run", "check_fresh", "cosine_lr", "data_summary", "load_checked", "load_checkpoint",
+           "save_checkpoint", "save_weights", "run_epochs", "write_card"]  # fmt: skip
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -48,6 +49,18 @@ def load_checkpoint(path: Path, config: dict[str, Any], seed: int) -> dict[str, 
 def check_fresh(ckpt_path: Path, resume: bool) -> None:
     if ckpt_path.exists() and not resume:
         raise UserError("an earlier run's checkpoint is there", "add --resume to continue it, or delete it", ckpt_path)
+
+
+def begin_run(
+    out: Path, resume: bool, seed: int, progress: Callable[[str], None] | None
+) -> tuple[Path, Path, Callable[[str], None]]:
+    """What every trainer does first: (weights path, its checkpoint beside it — refused when there
+    and the run is not resumed —, the progress printer: standard error by default); torch seeded."""
+    out = Path(out)
+    ckpt_path = out.with_suffix(".ckpt")
+    check_fresh(ckpt_path, resume)
+    torch.manual_seed(seed)
+    return out, ckpt_path, progress or (lambda text: print(text, file=sys.stderr, flush=True))
 
 
 def data_summary(data: Path) -> dict[str, Any]:
