@@ -147,14 +147,21 @@ def refine(refiner, image: np.ndarray, mm_per_px: float, vertebrae: list[Detecte
     sigma_mm = np.exp(out["log_sigma"].numpy()) * cfg.mm_per_px
     prob = torch.sigmoid(out["mask"][:, 0]).numpy()
     h, w = image.shape
-    rows, cols = np.mgrid[0:h, 0:w]
-    uv = np.stack([cols.ravel(), rows.ravel()], 1).astype(float)
+    corners = np.array([[-0.5, -0.5], [n - 0.5, -0.5], [-0.5, n - 0.5], [n - 0.5, n - 0.5]])
     for k, v in enumerate(vertebrae):
         v.centre = points[k][0]
         v.landmarks = {name: points[k][j] for j, name in enumerate(LANDMARKS)}
         v.confidence = {name: float(1 / (1 + sigma_mm[k, j] / SIGMA_HALF_MM)) for j, name in enumerate(LANDMARKS)}
-        cell = (to_crop(matrices[k], uv) + 0.5) / cfg.stride - 0.5  # the mask's grid: stride 2 of the crop
-        v.mask = _sample(prob[k], cell).reshape(h, w)
+        # The mask is 0 beyond the crop: sample only the image pixels its corners enclose.
+        m = matrices[k]
+        box = corners @ m[:, :2].T + m[:, 2]
+        u0, v0 = np.maximum(np.floor(box.min(0)).astype(int) - 1, 0)
+        u1, v1 = np.minimum(np.ceil(box.max(0)).astype(int) + 2, [w, h])
+        v.mask = np.zeros((h, w), np.float32)
+        if u1 > u0 and v1 > v0:
+            rows, cols = np.mgrid[v0:v1, u0:u1]
+            cell = (to_crop(m, np.stack([cols.ravel(), rows.ravel()], 1)) + 0.5) / cfg.stride - 0.5
+            v.mask[v0:v1, u0:u1] = _sample(prob[k], cell).reshape(v1 - v0, u1 - u0)
 
 
 def _sample(grid: np.ndarray, uv: np.ndarray) -> np.ndarray:
