@@ -25,7 +25,7 @@ from ..anatomy.levels import LEVELS
 from .detector import Detector, instance_mask_logits
 from .detector_data import PATH_POINTS, letterbox, normalise
 from .detector_train import DISPLACEMENT_SCALE, LEVEL_SCALE
-from .refiner_data import crop_matrix, cut, to_crop
+from .refiner_data import crop_matrix, cut, lowpass, to_crop
 
 REFINE_PASSES = 2  # the second crop is centred on the first one's body centre
 SIGMA_HALF_MM = 2.0  # a landmark whose predicted spread is this (mm at the detector) has confidence 0.5
@@ -138,9 +138,10 @@ def refine(refiner, image: np.ndarray, mm_per_px: float, vertebrae: list[Detecte
     cfg = refiner.config
     n = cfg.crop_px
     centres = [np.asarray(v.centre, float) for v in vertebrae]
+    smooth = lowpass(image, crop_matrix(centres[0], mm_per_px, cfg))  # every crop here has one scale
     for _ in range(REFINE_PASSES):
         matrices = [crop_matrix(c, mm_per_px, cfg) for c in centres]
-        x = np.stack([normalise(cut(image, m, n)) for m in matrices])[:, None]
+        x = np.stack([normalise(cut(smooth, m, n, filtered=True)) for m in matrices])[:, None]
         out = refiner(torch.from_numpy(x.astype(np.float32)))
         points = [p @ m[:, :2].T + m[:, 2] for p, m in zip(out["points"].numpy(), matrices, strict=True)]
         centres = [p[0] for p in points]

@@ -44,17 +44,25 @@ def to_crop(matrix: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return (np.asarray(uv, float) - t) @ np.linalg.inv(a).T
 
 
-def cut(image: np.ndarray, matrix: np.ndarray, n: int, edge: bool = True) -> np.ndarray:
+def lowpass(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``image`` (float32) as crops through ``matrix`` should sample it: where a crop pixel spans
+    several image pixels, low-passed so the crop does not alias. Depends on the matrix's scale
+    only: crops of one scale share it."""
+    from scipy.ndimage import gaussian_filter
+
+    step = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    img = np.asarray(image, np.float32)
+    return gaussian_filter(img, 0.4 * step) if step > 1.2 else img
+
+
+def cut(image: np.ndarray, matrix: np.ndarray, n: int, edge: bool = True, filtered: bool = False) -> np.ndarray:
     """The ``n``×``n`` crop of ``image`` through ``matrix`` (bilinear; the image's edge repeated
-    beyond it, or 0 with ``edge`` False). Where a crop pixel spans several image pixels the image is
-    low-passed first, so the crop does not alias."""
-    from scipy.ndimage import affine_transform, gaussian_filter
+    beyond it, or 0 with ``edge`` False), :func:`lowpass` first unless ``filtered`` says the image
+    already is."""
+    from scipy.ndimage import affine_transform
 
     a, t = matrix[:, :2], matrix[:, 2]
-    step = float(np.sqrt(abs(np.linalg.det(a))))
-    img = np.asarray(image, np.float32)
-    if step > 1.2:
-        img = gaussian_filter(img, 0.4 * step)
+    img = np.asarray(image, np.float32) if filtered else lowpass(image, matrix)
     # affine_transform maps output (row, col) to input (row, col): our (u, v) map with axes swapped.
     return affine_transform(img, a[::-1, ::-1], offset=t[::-1], output_shape=(n, n), order=1,
                             mode="nearest" if edge else "constant", cval=0.0)  # fmt: skip

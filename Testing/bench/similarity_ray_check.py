@@ -42,8 +42,9 @@ def main() -> None:
     config = SimilarityConfig.from_dict(nets[0][1]["config"])
     parts = [prepare_case(c, config, 8, a.seed, ray_samples=a.per_pair) for c in a.cases]
     samples = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    offsets = np.cumsum([0] + [int(groups_of(p["magnitude"], p["level"])[-1]) + 1 for p in parts[:-1]])
-    groups = np.concatenate([groups_of(p["magnitude"], p["level"]) + o for p, o in zip(parts, offsets, strict=True)])
+    per_case = [groups_of(p["magnitude"], p["level"]) for p in parts]
+    offsets = np.cumsum([0] + [int(g[-1]) + 1 for g in per_case[:-1]])
+    groups = np.concatenate([g + o for g, o in zip(per_case, offsets, strict=True)])
     moved = samples["magnitude"] > 0
     true = samples["masd"]
     report = {"cases": [str(c) for c in a.cases], "n_moved": int(moved.sum()), "n_groups": int(groups.max() + 1),
