@@ -179,6 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     be.add_argument("--work", type=Path, help="where generated cases are kept (default ~/.cache/spinedart/bench)")
     be.add_argument("--out", type=Path, help="results folder (default bench-results/SET-SEED)")
     be.add_argument("--detector", type=Path, help="detector weights for --init auto (default: the shipped ones)")
+    be.add_argument("--refiner", type=Path, help="the detector's second stage (default: the shipped one, if any)")
     be.add_argument(
         "--similarity", type=Path, help="similarity weights of fit:learned/combined (default: the shipped ones)"
     )
@@ -242,6 +243,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--landmarks", type=Path, help="2-D landmarks of both views (spinedart.landmarks-2d/1); default: the detector"
     )
     pl.add_argument("--detector", type=Path, help="detector weights (.safetensors; default: the shipped ones)")
+    pl.add_argument("--refiner", type=Path, help="the detector's second stage (default: the shipped one, if any)")
     pl.add_argument("--masks", type=Path, help="instance masks (.npz of view<i>_<level> arrays), optional")
     pl.add_argument("--levels", help="levels to plan, e.g. L1-L3 (default: every level marked in both views)")
     pl.add_argument("--gauge", type=int, help="cannula gauge for every level: 11, 13 or 15 (default by level)")
@@ -555,7 +557,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     inits = args.init.split(",")
     if not inits or any(i not in ("gt-noisy", "auto") for i in inits) or len(set(inits)) != len(inits):
         raise UserError(f"--init {args.init!r} is unknown", "use gt-noisy, auto, or both: auto,gt-noisy")
-    for weights in (args.detector, args.similarity):
+    for weights in (args.detector, args.refiner, args.similarity):
         if weights is not None and not weights.is_file():
             raise UserError("file not found", "check the path", weights)
     methods = ["fit", "ncc"] if args.method == "both" else args.method.split(",")
@@ -601,7 +603,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--render-mode {args.render_mode!r} is unknown", "use auto, layered or patch")
     summary = run_inits(
         inits, out, set_name=args.set, n=args.n, seed=args.seed, methods=methods, work=work, cases=cases,
-        render_mode=args.render_mode, detector_weights=args.detector, similarity=args.similarity, workers=args.workers,
+        render_mode=args.render_mode, detector_weights=args.detector, refiner_weights=args.refiner,
+        similarity=args.similarity, workers=args.workers,
         scheduler=args.scheduler, miscalibration=miscalibration, pairs=args.pairs,
     )  # fmt: skip
     s = summary
@@ -639,7 +642,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         raise UserError(f"{len(args.xray)} X-ray(s) given", "give two views: --xray A --xray B")
     if args.geometry is not None and len(args.geometry) != 2:
         raise UserError(f"{len(args.geometry)} --geometry given for 2 X-rays", "give one per X-ray, in the same order")
-    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks, args.detector, args.similarity]:
+    for f in [*args.xray, *(args.geometry or []), args.landmarks, args.masks, args.detector, args.refiner,
+              args.similarity]:  # fmt: skip
         if f is not None and not f.is_file():
             raise UserError("file not found", "check the path", f)
     loss_terms(args.loss)
@@ -654,7 +658,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)
     req = PlanRequest(args.xray, args.landmarks, args.masks, args.geometry, levels, args.gauge, args.margin, args.seed,
-                      args.detector, args.device, args.loss, args.similarity)  # fmt: skip
+                      args.detector, args.device, args.loss, args.similarity, args.refiner)  # fmt: skip
     report = run_plan(req, args.out, progress_bar)
     print(format_table(report))
     print(f"wrote {args.out / 'report.json'}, meshes, markups and overlays into {args.out}")
@@ -669,7 +673,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.init not in INITS:
         raise UserError(f"--init {args.init!r} is unknown", "use auto or gt-noisy")
     if args.init == "auto":
-        from .pipeline import DETECTOR_WEIGHTS
+        from .nets.annotator import DETECTOR_WEIGHTS
         from .resources import resources_dir
 
         if not resources_dir().joinpath(*DETECTOR_WEIGHTS).is_file():

@@ -2,8 +2,9 @@
 two calibrated X-rays + 2-D evidence → initialise → fit (all requested levels jointly) → plan →
 export (meshes, markups, ``report.json``, overlays).
 
-Until the detector exists the 2-D evidence comes from a landmarks file (``spinedart.landmarks-2d/1``)
-and, optionally, instance masks (``view<i>_<level>`` arrays in an ``.npz``).
+The 2-D evidence comes from a landmarks file (``spinedart.landmarks-2d/1``) and, optionally, instance
+masks (``view<i>_<level>`` arrays in an ``.npz``), or, without a landmarks file, from the annotation
+network (:mod:`.nets.annotator`: detector weights given or shipped, and its second stage where one is).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class PlanRequest:
     device: str = "auto"  # auto, cpu or gpu (devices.resolve_device)
     loss: str = DEFAULT_LOSS  # the fit's image terms (fit.terms)
     similarity: Path | None = None  # learned similarity weights (default: the shipped ones)
+    refiner: Path | None = None  # the detector's second stage (default: the shipped one where installed)
 
 
 def _levels(req: PlanRequest, evidence_views: list[dict[str, Any]]) -> list[str]:
@@ -73,9 +75,6 @@ def _sidecars(xrays) -> list[Path]:
     return out
 
 
-DETECTOR_WEIGHTS = ("models", "detector.safetensors")
-
-
 def _similarity_sha(cfg) -> dict[str, str]:
     """The learned similarity's weights hash, where the fit used it (provenance)."""
     if cfg.method != "fit" or "learned" not in loss_terms(cfg.loss):
@@ -87,29 +86,22 @@ def _similarity_sha(cfg) -> dict[str, str]:
 
 def _detect(req: PlanRequest, xrays, device: str) -> dict[str, Any]:
     """Automatic evidence: the annotation network on both views, matched across them."""
+    from .nets.annotator import load_annotator
     from .nets.auto import auto_evidence
-    from .nets.detector_train import load_detector
-    from .resources import resources_dir
 
-    weights = req.detector or resources_dir().joinpath(*DETECTOR_WEIGHTS)
-    if not weights.is_file():
-        raise UserError(
-            "no landmarks given and no trained detector is installed",
-            "add --landmarks FILE (2-D landmarks of both views, e.g. placed in Slicer)",
-            weights,
-        )
-    model, card = load_detector(weights)
-    model.to(device)
+    fix = "add --landmarks FILE (2-D landmarks of both views, e.g. placed in Slicer), or give --detector FILE"
+    annotator = load_annotator(req.detector, req.refiner, fix).to(device)
     target = req.levels[0] if req.levels else None
-    ev = auto_evidence(model, [x.image for x in xrays], [x.projection for x in xrays], target)
+    ev = auto_evidence(annotator, [x.image for x in xrays], [x.projection for x in xrays], target)
     for i, (found, path) in enumerate(zip(ev.found, req.xrays, strict=True)):
         if not found:
             raise UserError(f"the detector found no vertebra in view {i + 1}", "add --landmarks FILE", path)
     if not ev.landmarks.views[0]:
         why = "; ".join(f"{lv}: {r}" for lv, r in ev.rejected.items())
         raise UserError(f"no vertebra was found consistently in both views ({why})", "add --landmarks FILE")
-    summary = {"weights": str(weights), "weights_sha256": card["weights_sha256"], "anchors": ev.anchors,
-               "found": ev.found, "rejected": ev.rejected}  # fmt: skip
+    summary = {"weights": annotator.files["detector"], "weights_sha256": annotator.versions["detector"],
+               "refiner": annotator.files["refiner"], "refiner_sha256": annotator.versions["refiner"],
+               "anchors": ev.anchors, "found": ev.found, "rejected": ev.rejected}  # fmt: skip
     return {"evidence": ev, "summary": summary}
 
 
@@ -229,6 +221,7 @@ def run_plan(req: PlanRequest, out: Path, progress: Progress | None = None, fit_
             models={
                 **models,
                 **({"detector": detected["summary"]["weights_sha256"]} if detected else {}),
+                **({"refiner": detected["summary"]["refiner_sha256"]} if detected else {}),
                 **_similarity_sha(cfg),
             },
         ),

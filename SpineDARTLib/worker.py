@@ -70,6 +70,7 @@ def run_job(job_path: str | Path) -> int:
             seed=int(job.get("seed", 0)),
             device=job.get("device", "auto"),
             detector=path(job.get("detector")),
+            refiner=path(job.get("refiner")),
         )
         out = Path(job["out"])
         report = run_plan(req, out, lambda f, m: _emit("progress", fraction=round(float(f), 3), message=m))

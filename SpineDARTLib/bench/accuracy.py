@@ -92,10 +92,11 @@ def run_task(
     miscalibration: Miscalibration | None = None,
 ) -> dict[str, Any]:
     """Fit and score one task; returns its record (metrics of the target, verdict, timings).
-    ``neighbours``: levels on each side fitted jointly with the target. ``detector``: a loaded
-    annotation network for ``--init auto`` (evidence found in the images, the target level as the
-    anchor); None: the ``gt-noisy`` oracle evidence. ``miscalibration``: the fit is handed wrong
-    geometries (:func:`load_views`), scored against the truth."""
+    ``neighbours``: levels on each side fitted jointly with the target. ``detector``: the loaded
+    annotation network (:class:`..nets.annotator.Annotator`) for ``--init auto`` (evidence found in
+    the images, the target level as the anchor); None: the ``gt-noisy`` oracle evidence.
+    ``miscalibration``: the fit is handed wrong geometries (:func:`load_views`), scored against the
+    truth."""
     from ..mesh_io import read_mesh
 
     t_load = time.perf_counter()

@@ -24,16 +24,18 @@ CONNECT_TIMEOUT_S = 10
 
 
 @lru_cache(maxsize=2)
-def _detector(weights: str):
-    from ..nets.detector_train import load_detector
+def _annotator(weights: tuple[str, str | None]):
+    from ..nets.annotator import load_annotator
 
-    return load_detector(Path(weights))[0]
+    detector, refiner = weights
+    return load_annotator(Path(detector), None if refiner is None else Path(refiner))
 
 
-def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, weights: str | None,
+def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, weights: tuple | None,
              miscalibration: list[float] | None = None, similarity: str | None = None,
              threads: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """One task's record by one method (``fit``, ``ncc`` or ``geoplan``). ``miscalibration``:
+    """One task's record by one method (``fit``, ``ncc`` or ``geoplan``). ``weights``: the detector's and
+    the refiner's files (refiner None: the first stage alone), or None without a detector. ``miscalibration``:
     [angle deg, distance mm, offset mm] of the geometry errors handed to the method; ``similarity``:
     the learned similarity's weights (None: the shipped ones)."""
     import torch
@@ -46,7 +48,7 @@ def run_unit(task: Task, method: str, seed: int, render_mode: str, init: str, we
 
     if threads is not None:
         torch.set_num_threads(threads)
-    detector = _detector(weights) if weights else None
+    detector = _annotator(tuple(weights)) if weights else None
     wrong = Miscalibration(*miscalibration) if miscalibration else None
     if method == "geoplan":
         return run_geoplan_task(task, detector, seed, wrong)

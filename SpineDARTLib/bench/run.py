@@ -203,15 +203,14 @@ def box_plots(by_method: dict[str, list[dict[str, Any]]], out: Path, title: str)
     return written
 
 
-def _detector_file(given: Path | None) -> Path:
-    from ..pipeline import DETECTOR_WEIGHTS
-    from ..resources import resources_dir
+def _annotator_files(detector: Path | None, refiner: Path | None) -> tuple[Path, Path | None]:
+    from ..nets.annotator import annotator_files
 
-    weights = given or resources_dir().joinpath(*DETECTOR_WEIGHTS)
-    if not weights.is_file():
-        raise UserError("--init auto and --method geoplan need trained detector weights", "give --detector FILE",
-                        weights)  # fmt: skip
-    return weights
+    try:
+        return annotator_files(detector, refiner)
+    except UserError as exc:
+        raise UserError(f"--init auto and --method geoplan need the detector: {exc.problem}", exc.fix,
+                        exc.path) from None  # fmt: skip
 
 
 def run_benchmark(
@@ -225,6 +224,7 @@ def run_benchmark(
     init: str = "gt-noisy",
     render_mode: str = "auto",
     detector_weights: Path | None = None,
+    refiner_weights: Path | None = None,
     workers: int = 1,
     scheduler: str | None = None,
     miscalibration: Miscalibration | None = None,
@@ -237,12 +237,12 @@ def run_benchmark(
     ``workers`` > 1 or a ``scheduler`` address: the fits run on dask.distributed (:mod:`.distributed`).
     ``miscalibration``: every method is handed geometries wrong by these errors (the robustness study)."""
     wrong = miscalibration.to_list() if miscalibration is not None and not miscalibration.is_zero else None
-    detector_card, weights = None, None
+    annotator = None
     if init == "auto" or "geoplan" in methods:
-        from ..nets.detector_train import load_detector
+        from ..nets.annotator import load_annotator
 
-        weights = _detector_file(detector_weights)
-        detector_card = load_detector(weights)[1]  # checked here, loaded again by each worker
+        # Checked here (both stages' weights against their cards), loaded again by each worker.
+        annotator = load_annotator(*_annotator_files(detector_weights, refiner_weights))
     tasks, skipped, real_dirs = _tasks(set_name, n, seed, work, cases, pairs)
     if not tasks:
         why = "; ".join(f"{k['case']}: {k['reason']}" for k in skipped[:3])
@@ -250,7 +250,7 @@ def run_benchmark(
                         "check the cases' label maps and --n")  # fmt: skip
     rec_path = out / "records.jsonl"
     done = read_records(rec_path)
-    sha = detector_card["weights_sha256"] if detector_card else None
+    sha = annotator.key if annotator else None
     # Records of a learned loss were made with one set of similarity weights: others are refitted.
     sim_sha = None
     if any(uses_learned(m) for m in methods):
@@ -270,7 +270,7 @@ def run_benchmark(
         return made == (render_mode, init, wanted_sha, wrong, sim_sha if uses_learned(method) else None)
 
     todo = [(t, m) for t in tasks for m in methods if not made_as_wanted(done.get((t.key, m)), m)]
-    weights_arg = str(weights) if detector_card else None
+    weights_arg = (annotator.files["detector"], annotator.files["refiner"]) if annotator else None
     sim_arg = str(similarity) if similarity else None
     runs = run_units(todo, (seed, render_mode, init, weights_arg, wrong, sim_arg), workers, scheduler)
     for k, ((task, method), r) in enumerate(runs, 1):
@@ -344,7 +344,7 @@ def run_benchmark(
     for other in methods[1:]:
         summary[f"baseline_{other}"] = {**summarise(by_method[other]), "per_level": _per_level(by_method[other])}
     summary["plots"] = [p.name for p in box_plots(by_method, out, f"{summary['set']} seed {seed}")]
-    models = {"detector": detector_card["weights_sha256"]} if detector_card else {}
+    models = {k: v for k, v in annotator.versions.items() if v} if annotator else {}
     summary["provenance"] = provenance(seed=seed, models=models)
     atomic_write_json(out / "summary.json", summary)
     return summary
@@ -357,7 +357,7 @@ def run_inits(inits: list[str], out: Path, **kw: Any) -> dict[str, Any]:
     if len(inits) == 1:
         return run_benchmark(init=inits[0], out=out, **kw)
     if "auto" in inits:
-        _detector_file(kw.get("detector_weights"))  # before hours of the other mode's fits
+        _annotator_files(kw.get("detector_weights"), kw.get("refiner_weights"))  # before hours of the other mode's fits
     by_init = {}
     for init in inits:
         sub = out / f"init-{init}"

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..fit.landmarks2d import Landmarks2D, VertebraEvidence
 from ..geometry import Projection, epipolar_distance
-from .detect import DetectedVertebra, detect, order_and_levels
+from .annotator import Annotator
+from .detect import DetectedVertebra, order_and_levels
 
 MIN_CONFIDENCE = 0.1
 EPIPOLAR_MM = 10.0
@@ -78,12 +79,13 @@ def match_views(
 
 
 def auto_evidence(
-    model, images: list[np.ndarray], projections: list[Projection], target_level: str | None
+    annotator: Annotator, images: list[np.ndarray], projections: list[Projection], target_level: str | None
 ) -> AutoEvidence:
-    """Run the network on both X-rays (line-integral images) and match what it finds."""
+    """Run the network (both stages where installed) on both X-rays (line-integral images) and match
+    what it finds."""
     per_view, anchors = [], []
-    for image in images:
-        dets = detect(model, image)
+    for image, proj in zip(images, projections, strict=True):
+        dets = annotator(image, float(np.mean(proj.pixel_spacing_mm)))
         anchors.append(order_and_levels(dets, image.shape, target_level))
         per_view.append(dets)
     return match_views(per_view, projections, anchors)

@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..provenance import provenance, sha256_file
 from ..schemas import CASE_V1, MANIFEST_V1, load_json, validate
 from .case import HU_RANGE, vertebra_record, write_case_json, write_nifti, write_views
+from .ct_appearance import randomize_ct
 from .views import DETECTOR_PX, protocol_views
 
 VIEW_KINDS = ("ort", "random", "both", "separation")
@@ -37,11 +38,12 @@ def synthetic_case(
     from ..mesh_io import write_mesh
 
     scene = build_scene(target, seed, fractured=fractured, spacing_mm=spacing_mm)
+    hu, ct_record = scene.hu, None
+    if randomized:  # what the X-ray sees varies too (bone density, texture, CT resolution)
+        hu, ct_record = randomize_ct(scene.hu, scene.affine, np.random.default_rng([int(seed), 13]))
     case_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "ct": write_nifti(
-            case_dir / "ct.nii.gz", np.clip(np.round(scene.hu), *HU_RANGE).astype(np.int16), scene.affine
-        ),
+        "ct": write_nifti(case_dir / "ct.nii.gz", np.clip(np.round(hu), *HU_RANGE).astype(np.int16), scene.affine),
         "labels": write_nifti(case_dir / "labels.nii.gz", scene.labels, scene.affine),
     }
     (case_dir / "meshes").mkdir(exist_ok=True)
@@ -74,18 +76,27 @@ def synthetic_case(
         "case_id": case_id,
         "kind": "synthetic",
         "seed": int(seed),
-        "options": {"degraded": bool(degraded), "randomized": bool(randomized)},
+        "options": case_options(degraded, randomized),
         "target_levels": [target],
         "label_ids": "totalsegmentator-v2",
         "files": files,
         "ct": {"spacing_mm": float(spacing_mm), "shape": list(scene.hu.shape), "hu_range": list(HU_RANGE)},
-        "scene": _jsonable(scene.extras),
+        "scene": _jsonable({**scene.extras, **({"ct_appearance": ct_record} if ct_record else {})}),
         "vertebrae": vertebrae,
         "views": write_views(
-            case_dir, scene.hu, scene.labels, scene.affine, view_list, vertebrae, seed, degraded, randomized
+            case_dir, hu, scene.labels, scene.affine, view_list, vertebrae, seed, degraded, randomized
         ),
     }
     return write_case_json(case_dir, doc)
+
+
+def case_options(degraded: bool, randomized: bool) -> dict[str, bool]:
+    """The settings a case was made with (a resumed run rebuilds a case made otherwise). Randomised
+    cases made before the CT's appearance was randomised lack ``ct_appearance``: they are rebuilt."""
+    options = {"degraded": bool(degraded), "randomized": bool(randomized)}
+    if randomized:
+        options["ct_appearance"] = True
+    return options
 
 
 def _jsonable(x: Any) -> Any:
@@ -155,7 +166,7 @@ def run_synth(
     if workers < 1:
         raise UserError(f"--workers {workers} must be at least 1", "give e.g. --workers 2")
     out.mkdir(parents=True, exist_ok=True)
-    options = {"degraded": degraded, "randomized": randomized}
+    options = case_options(degraded, randomized)
     t0 = time.time()
     docs: dict[int, dict[str, Any]] = {}
     todo = []

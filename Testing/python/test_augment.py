@@ -50,3 +50,37 @@ def test_randomize_moves_masks_with_the_image():
         vv, uu = np.nonzero(masks[0])
         moved = dist.forward(np.array([[40.0, 90.0]]))[0]
         assert np.linalg.norm([uu.mean(), vv.mean()] - moved) < 0.6, (seed, rec)
+
+
+def _ct():
+    """A torso-like block: air, soft tissue, a bone cylinder with a dense rim, a metal rod."""
+    i, j, k = np.mgrid[0:40, 0:40, 0:30].astype(float)
+    hu = np.full(i.shape, -1000.0, np.float32)
+    body = (i - 20) ** 2 + (j - 20) ** 2 < 18**2
+    hu[body] = 40.0
+    r = np.hypot(i - 20, j - 20)
+    hu[r < 6] = 250.0
+    hu[(r >= 4.5) & (r < 6)] = 1100.0
+    hu[2:4, 19:21, :] = 3071.0
+    return hu, np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+def test_ct_appearance_is_seeded_and_weakens_bone_only():
+    from SpineDARTLib.synth.ct_appearance import BONE_SCALE, randomize_ct
+
+    hu, affine = _ct()
+    a, rec = randomize_ct(hu, affine, np.random.default_rng(3))
+    b, rec_b = randomize_ct(hu, affine, np.random.default_rng(3))
+    assert rec == rec_b and np.array_equal(a, b)
+    assert not np.array_equal(a, randomize_ct(hu, affine, np.random.default_rng(4))[0])
+    assert BONE_SCALE[0] <= rec["bone_scale"] <= BONE_SCALE[1]
+    # Far from any edge, blur changes nothing much: the core's contrast over tissue is scaled as drawn.
+    core = (slice(19, 22), slice(19, 22), slice(10, 20))
+    assert np.allclose(a[core].mean() - 40.0, rec["bone_scale"] * 210.0, rtol=0.15, atol=25.0)
+    assert a[0, 0, 15] == hu[0, 0, 15]  # air stays air (no texture, nothing to blur there)
+    assert a[2:4, 19:21, 10:20].mean() > 1500.0  # metal is not bone: not scaled
+    # Texture lives in soft tissue with about the drawn spread (before blur, which only lowers it).
+    soft = np.zeros(hu.shape, bool)
+    soft[8:14, 8:14, 5:25] = True
+    assert 0.2 * rec["texture_sd_hu"] < a[soft].std() < 2.0 * rec["texture_sd_hu"]
+    assert np.isfinite(a).all() and a.dtype == np.float32

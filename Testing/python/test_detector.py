@@ -13,7 +13,7 @@ import torch
 from SpineDARTLib.anatomy.landmarks import LANDMARKS
 from SpineDARTLib.errors import UserError
 from SpineDARTLib.nets.detect import DetectedVertebra, detect, order_and_levels
-from SpineDARTLib.nets.detector import HEADS, DetectorConfig
+from SpineDARTLib.nets.detector import HEADS, Detector, DetectorConfig
 from SpineDARTLib.nets.detector_data import (
     PATH_POINTS,
     letterbox,
@@ -256,20 +256,20 @@ def test_shipped_detector_on_the_demo_case():
     reserved range, and on the demo's two views L1-L3 found where the demo's landmarks put them."""
     from SpineDARTLib.bench.sets import RESERVED_SEED
     from SpineDARTLib.fit.landmarks2d import read_landmarks_2d
+    from SpineDARTLib.nets.annotator import DETECTOR_WEIGHTS, load_annotator
     from SpineDARTLib.nets.auto import auto_evidence
-    from SpineDARTLib.pipeline import DETECTOR_WEIGHTS
     from SpineDARTLib.resources import demo_case_dir, resources_dir
     from SpineDARTLib.xray import read_xray
 
     weights = resources_dir().joinpath(*DETECTOR_WEIGHTS)
     if not weights.is_file():
         pytest.skip("no trained detector ships yet")
-    model, card = load_detector(weights)
+    _, card = load_detector(weights)
     assert card["data"]["runs"] and all(r["seed"] < RESERVED_SEED for r in card["data"]["runs"])
     assert weights.stat().st_size <= 20 * 2**20
     case = demo_case_dir()
     xrays = [read_xray(case / f"xray_{k}.png") for k in "ab"]
-    ev = auto_evidence(model, [x.image for x in xrays], [x.projection for x in xrays], "L2")
+    ev = auto_evidence(load_annotator(), [x.image for x in xrays], [x.projection for x in xrays], "L2")
     given = read_landmarks_2d(case / "landmarks.json")
     for i, x in enumerate(xrays):
         mm = float(np.mean(x.projection.pixel_spacing_mm))
@@ -352,8 +352,10 @@ def test_geoplan_bench_task_scores_triangulated_paths(cases):
     from SpineDARTLib.bench.sets import tasks_of
 
     (task,) = tasks_of(cases / "case_0000", "ort")
+    from SpineDARTLib.nets.annotator import Annotator
+
     oracle = _Oracle(DetectorConfig(image_size=96, window_size=3), cases / "case_0000", task.views)
-    r = run_geoplan_task(task, oracle)
+    r = run_geoplan_task(task, Annotator(oracle, None, {"detector": "oracle", "refiner": None}, {}))
     assert r["converged"] and r["method"] == "geoplan", r["reason"]
     # The true paths, through decoding, matching and triangulation, give back the true trajectories.
     assert r["entry_err_mm"] < 0.05 and r["target_err_mm"] < 0.05 and r["angle_err_deg"] < 0.1
@@ -364,5 +366,76 @@ def test_geoplan_bench_task_scores_triangulated_paths(cases):
     # A view the detector finds nothing in: a failed task with the detector's reason.
     for _, out in oracle.known[1:]:
         out["centre"][:] = -10.0
-    r = run_geoplan_task(task, oracle)
+    r = run_geoplan_task(task, Annotator(oracle, None, {"detector": "oracle", "refiner": None}, {}))
     assert not r["converged"] and r["reason"].startswith("detector: L4") and r["plan"]["cannulas"] == []
+
+
+def _zero_head_refiner():
+    from SpineDARTLib.nets.refiner import Refiner, RefinerConfig
+
+    model = Refiner(RefinerConfig(crop_px=32, mm_per_px=2.0, decoder_dim=16)).eval()
+    for head in (model.heatmaps, model.mask, model.log_sigma):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    return model
+
+
+def test_annotator_runs_the_second_stage_on_what_the_first_finds():
+    """The annotator is the first stage, then the refiner on each vertebra it found at the X-ray's
+    own scale: with a first stage that finds a vertebra in every cell (constant centre map) and a
+    refiner whose heads are zero (landmarks at the crop's centre, σ one crop pixel), the centres
+    stay, every confidence becomes the refiner's, and each mask covers the crop at the given mm per
+    pixel. Its key names both weights, and only the detector's without a refiner (older records)."""
+    from SpineDARTLib.nets.annotator import Annotator
+    from SpineDARTLib.nets.detect import SIGMA_HALF_MM
+
+    torch.manual_seed(0)
+    det = Detector(TINY).eval()
+    torch.nn.init.zeros_(det.heads["centre"].weight)
+    torch.nn.init.constant_(det.heads["centre"].bias, 5.0)
+    image = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    first = Annotator(det, None, {"detector": "d", "refiner": None}, {})
+    both = Annotator(det, _zero_head_refiner(), {"detector": "d", "refiner": "r"}, {})
+    assert first.key == "d" and both.key == "d+r"
+    plain = first(image, 1.0)
+    assert plain and not all(v == pytest.approx(1 / (1 + 2.0 / SIGMA_HALF_MM)) for v in plain[0].confidence.values())
+    for mm_per_px, half in ((1.0, 32), (2.0, 16)):
+        refined = both(image, mm_per_px)
+        assert len(refined) == len(plain)
+        for p, r in zip(plain, refined, strict=True):
+            assert np.allclose(p.centre, r.centre, atol=1e-3)
+            assert all(v == pytest.approx(1 / (1 + 2.0 / SIGMA_HALF_MM)) for v in r.confidence.values())
+        # 32 crop px at 2 mm: 64 image px wide at 1 mm per pixel, 32 at 2 mm.
+        u, v = np.round(refined[0].centre).astype(int)
+        row = refined[0].mask[v]
+        assert row[max(u - half + 3, 0)] == pytest.approx(0.5) or u - half + 3 < 0
+        assert (row > 0).sum() <= 2 * half + 2
+
+
+def test_annotator_files(tmp_path, monkeypatch):
+    """Given weights must exist (one line naming the file); without a shipped refiner the first stage
+    runs alone; a shipped refiner is used by default."""
+    from SpineDARTLib import resources
+    from SpineDARTLib.nets.annotator import annotator_files
+
+    (tmp_path / "models").mkdir()
+    det = tmp_path / "det.safetensors"
+    det.write_bytes(b"x")
+    monkeypatch.setattr(resources, "resources_dir", lambda: tmp_path)
+    assert annotator_files(det, None) == (det, None)
+    with pytest.raises(UserError, match="refiner weights not found"):
+        annotator_files(det, tmp_path / "nope.safetensors")
+    with pytest.raises(UserError, match="no trained detector is installed"):
+        annotator_files(None, None)
+    shipped = tmp_path / "models" / "refiner.safetensors"
+    shipped.write_bytes(b"y")
+    assert annotator_files(det, None) == (det, shipped)
+
+
+def test_plan_and_bench_refuse_a_missing_refiner(tmp_path, run_cli):
+    case = tmp_path / "nope.safetensors"
+    rc, _, err = run_cli("plan", "--xray", case, "--xray", case, "--refiner", case, "--out", tmp_path / "o")
+    assert rc == 2 and "file not found" in err and len(err.strip().splitlines()) == 1
+    bench = ("bench", "--set", "synthetic-ort", "--init", "auto")
+    rc, _, err = run_cli(*bench, "--refiner", case, "--out", tmp_path / "b")
+    assert rc == 2 and "file not found" in err and "nope.safetensors" in err

@@ -190,7 +190,8 @@ def test_degraded_and_randomised_sets(tmp_path, run_cli):
 
     case_dir = tmp_path / "case_0000"
     case = load_json(case_dir / "case.json", CASE_V1)
-    assert case["options"] == {"degraded": True, "randomized": True}
+    assert case["options"] == {"degraded": True, "randomized": True, "ct_appearance": True}
+    assert 0.35 <= case["scene"]["ct_appearance"]["bone_scale"] <= 1.0  # the CT's appearance was drawn too
     for view in case["views"]:
         clean = read_xray(case_dir / view["image"])
         bad = read_xray(case_dir / view["degraded_image"])  # own sidecar, same geometry
