@@ -11,7 +11,7 @@ must not take the scene down. The child and the client speak JSON lines on the c
   a bad job, ``crash`` for anything else, with the traceback).
 
 The job is a JSON file (``spinedart.worker-job/1``: ``xrays``, ``landmarks`` and ``masks`` or none
-for the detector, ``detector`` weights (default: the shipped ones), ``geometries``, ``levels``,
+for the detector, ``detector`` and ``refiner`` weights (default: the shipped ones), ``geometries``, ``levels``,
 ``gauge``, ``margin_mm``, ``device``, ``seed``, ``out``) in the job's own folder; the outputs go
 where it says (``out``). The client (:class:`WorkerClient`) starts the child in its own process group,
 reads it on a thread into a queue that a poller drains (a ``qt.QTimer`` in Slicer, a loop in

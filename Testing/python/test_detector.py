@@ -439,3 +439,33 @@ def test_plan_and_bench_refuse_a_missing_refiner(tmp_path, run_cli):
     bench = ("bench", "--set", "synthetic-ort", "--init", "auto")
     rc, _, err = run_cli(*bench, "--refiner", case, "--out", tmp_path / "b")
     assert rc == 2 and "file not found" in err and "nope.safetensors" in err
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((64, 64), np.float32),  # no spine: nothing at all
+        -np.random.default_rng(1).normal(size=(64, 64)).astype(np.float32),  # inverted contrast
+        np.ones((6, 6), np.float32),  # a tiny image
+        np.random.default_rng(2).normal(size=(3, 200)).astype(np.float32),  # a sliver
+    ],
+    ids=["blank", "inverted", "tiny", "sliver"],
+)
+def test_annotator_on_bad_images_does_not_crash(image):
+    """Whatever the image, both stages give a list (empty: "no vertebra found" for that view) with
+    finite positions and image-sized masks, even where every cell is a peak and crops leave the image."""
+    from SpineDARTLib.nets.annotator import Annotator
+
+    torch.manual_seed(0)
+    det = Detector(TINY).eval()
+    torch.nn.init.zeros_(det.heads["centre"].weight)
+    torch.nn.init.constant_(det.heads["centre"].bias, 5.0)
+    for annotator in (
+        Annotator(Detector(TINY).eval(), None, {"detector": "d", "refiner": None}, {}),
+        Annotator(det, _zero_head_refiner(), {"detector": "d", "refiner": "r"}, {}),
+    ):
+        found = annotator(image, 1.0)
+        assert isinstance(found, list)
+        for d in found:
+            assert np.isfinite(d.centre).all() and all(np.isfinite(p).all() for p in d.landmarks.values())
+            assert d.mask.shape == image.shape and np.isfinite(d.mask).all()
