@@ -219,6 +219,6 @@ def test_plan_without_landmarks_or_detector_weights_says_so(tmp_path):
     from SpineDARTLib.pipeline import PlanRequest, run_plan
 
     req = PlanRequest([CASE / "xray_a.png", CASE / "xray_b.png"], None, detector=tmp_path / "none.safetensors")
-    with pytest.raises(UserError, match="no trained detector is installed") as exc:
+    with pytest.raises(UserError, match="detector weights not found") as exc:
         run_plan(req, tmp_path / "out")
-    assert "none.safetensors" in str(exc.value)
+    assert "none.safetensors" in str(exc.value) and "--landmarks FILE" in str(exc.value)

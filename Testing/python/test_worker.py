@@ -85,7 +85,7 @@ def test_worker_crash(tmp_path):
     [
         ({"xrays": [str(CASE / "xray_a.png")]}, "1 X-ray(s) given"),
         ({"levels": ["T4"]}, "T4 not marked in both views"),
-        ({"landmarks": None, "detector": "/nonexistent/detector.safetensors"}, "no trained detector is installed"),
+        ({"landmarks": None, "detector": "/nonexistent/detector.safetensors"}, "detector weights not found"),
         ({"device": "tpu"}, "device 'tpu' is unknown"),
         pytest.param({"device": "gpu"}, "no CUDA GPU", marks=pytest.mark.skipif(CUDA, reason="this machine has CUDA")),
     ],
