@@ -538,11 +538,9 @@ def test_bench_reruns_learned_records_of_other_weights(tmp_path, run_cli, tiny_w
     assert "predicted_masd_mm" in rec["checks"]
     rc, _, err = run_cli(*args)
     assert rc == 0 and "1/1" not in err  # nothing refitted
-    rec["similarity_sha"] = "0" * 64
-    rec_path.write_text(json.dumps(rec) + "\n")
-    rc, _, err = run_cli(*args)
-    assert rc == 0 and "1/1" in err and "fit:learned" in err
-    # Other weights named with --similarity: refitted with them, and recorded as such.
+    # Other weights named with --similarity: refitted with them, and recorded as such. (A record of
+    # other weights than the current ones is refitted whichever weights those are: one case of it
+    # suffices, and the tiny network's fit is the cheap one.)
     tiny = tiny_weights[0] / "a.safetensors"
     rc, _, err = run_cli(*args, "--similarity", tiny)
     assert rc == 0 and "1/1" in err, err
