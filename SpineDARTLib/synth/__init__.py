@@ -32,14 +32,16 @@ def synthetic_case(
     spacing_mm: float = 1.0,
     degraded: bool = False,
     randomized: bool = False,
+    ct_appearance: bool = True,
 ) -> dict[str, Any]:
-    """Build one scene around ``target`` and write it as a case with its views."""
+    """Build one scene around ``target`` and write it as a case with its views. ``ct_appearance``
+    (randomised cases only): vary the CT's bone density, texture and resolution too."""
     from ..anatomy.scene import build_scene
     from ..mesh_io import write_mesh
 
     scene = build_scene(target, seed, fractured=fractured, spacing_mm=spacing_mm)
     hu, ct_record = scene.hu, None
-    if randomized:  # what the X-ray sees varies too (bone density, texture, CT resolution)
+    if randomized and ct_appearance:  # what the X-ray sees varies too (bone density, texture, CT resolution)
         hu, ct_record = randomize_ct(scene.hu, scene.affine, np.random.default_rng([int(seed), 13]))
     case_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -76,7 +78,7 @@ def synthetic_case(
         "case_id": case_id,
         "kind": "synthetic",
         "seed": int(seed),
-        "options": case_options(degraded, randomized),
+        "options": case_options(degraded, randomized, ct_appearance),
         "target_levels": [target],
         "label_ids": "totalsegmentator-v2",
         "files": files,
@@ -90,12 +92,12 @@ def synthetic_case(
     return write_case_json(case_dir, doc)
 
 
-def case_options(degraded: bool, randomized: bool) -> dict[str, bool]:
+def case_options(degraded: bool, randomized: bool, ct_appearance: bool = True) -> dict[str, bool]:
     """The settings a case was made with (a resumed run rebuilds a case made otherwise). Randomised
     cases made before the CT's appearance was randomised lack ``ct_appearance``: they are rebuilt."""
     options = {"degraded": bool(degraded), "randomized": bool(randomized)}
     if randomized:
-        options["ct_appearance"] = True
+        options["ct_appearance"] = bool(ct_appearance)
     return options
 
 
@@ -135,10 +137,11 @@ def _case_task(args: tuple) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized = args
+    case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized, ct_appearance = args
     return synthetic_case(
-        case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded=degraded, randomized=randomized
-    )
+        case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded=degraded, randomized=randomized,
+        ct_appearance=ct_appearance,
+    )  # fmt: skip
 
 
 def run_synth(
@@ -153,6 +156,7 @@ def run_synth(
     degraded: bool = False,
     randomized: bool = False,
     workers: int = 1,
+    ct_appearance: bool = True,
 ) -> dict[str, Any]:
     """N cases into ``out`` (+ ``manifest.json``), on ``workers`` processes. Resumes: a case whose
     case.json is already there, valid and made with the same settings is kept, so an interrupted
@@ -166,7 +170,7 @@ def run_synth(
     if workers < 1:
         raise UserError(f"--workers {workers} must be at least 1", "give e.g. --workers 2")
     out.mkdir(parents=True, exist_ok=True)
-    options = case_options(degraded, randomized)
+    options = case_options(degraded, randomized, ct_appearance)
     t0 = time.time()
     docs: dict[int, dict[str, Any]] = {}
     todo = []
@@ -177,9 +181,8 @@ def run_synth(
         if doc is not None:
             docs[i] = doc
         else:
-            todo.append(
-                (i, (out / case_id, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized))
-            )
+            task = (out / case_id, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized)
+            todo.append((i, (*task, ct_appearance)))
 
     def record(i: int, doc: dict[str, Any]) -> None:
         docs[i] = doc
@@ -206,7 +209,7 @@ def run_synth(
         record(i, docs[i])
     if workers == 1 or len(todo) <= 1:
         for i, args in todo:
-            record(i, synthetic_case(*args[:7], degraded=degraded, randomized=randomized))
+            record(i, synthetic_case(*args[:7], degraded=degraded, randomized=randomized, ct_appearance=ct_appearance))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed

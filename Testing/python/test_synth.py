@@ -163,6 +163,7 @@ def test_trilinear_matches_siddon_on_a_scene(synth_set):
         (["--views", "oblique"], "unknown"),
         (["--fractured", "1.5"], "probability"),
         (["--detector-px", "8"], "out of range"),
+        (["--no-ct-appearance"], "add --randomize"),
     ],
 )
 def test_synth_bad_input(tmp_path, run_cli, args, match):
@@ -207,6 +208,27 @@ def test_degraded_and_randomised_sets(tmp_path, run_cli):
             if bc["in_fov"]:
                 u, v = np.clip(np.round(bc["uv"]).astype(int), 0, 63)
                 assert masks[inst["mask_index"], v, u]  # distorted labels still agree with each other
+    # The ablation: --no-ct-appearance keeps the generated CT as it is (the same scene's HU, to the
+    # voxel), the rest of the randomisation stays; a resumed run tells the two apart by the options.
+    rc, _, err = run_cli(
+        "synth", "--n", "1", "--levels", "L1", "--seed", "4", "--detector-px", "64", "--randomize",
+        "--no-ct-appearance", "--out", tmp_path / "plain",
+    )  # fmt: skip
+    assert rc == 0, err
+    plain = load_json(tmp_path / "plain" / "case_0000" / "case.json", CASE_V1)
+    assert plain["options"] == {"degraded": False, "randomized": True, "ct_appearance": False}
+    assert "ct_appearance" not in plain["scene"] and plain["seed"] == case["seed"]
+    import nibabel as nib
+
+    from SpineDARTLib.anatomy.scene import build_scene
+    from SpineDARTLib.synth.case import HU_RANGE
+
+    raw = np.clip(np.round(build_scene("L1", plain["seed"], fractured=False, spacing_mm=1.0).hu), *HU_RANGE)
+    ct_plain = np.asarray(nib.load(str(tmp_path / "plain" / "case_0000" / "ct.nii.gz")).dataobj)
+    ct_varied = np.asarray(nib.load(str(case_dir / "ct.nii.gz")).dataobj)
+    assert np.array_equal(ct_plain, raw) and not np.array_equal(ct_varied, raw)
+    vl = load_json(tmp_path / "plain" / "case_0000" / plain["views"][0]["labels"], VIEW_LABELS_V1)
+    assert "collimation" in vl["randomization"]  # the image-side randomisation is still there
 
 
 def test_randomised_detector_sizes():
