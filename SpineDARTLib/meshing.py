@@ -28,21 +28,10 @@ def grid_points(lo: np.ndarray, hi: np.ndarray, spacing: float) -> tuple[np.ndar
     return pts, shape, affine
 
 
-def mask_bounds(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The bounding box of a non-empty mask: first and last set index per axis (inclusive). Three
-    projections instead of every set voxel's index: a whole CT's label map costs milliseconds."""
-    lo, hi = [], []
-    for ax in range(mask.ndim):
-        hit = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        if not len(hit):
-            raise ValueError("empty mask")
-        lo.append(hit[0])
-        hi.append(hit[-1])
-    return np.array(lo), np.array(hi)
-
-
 def crop_to_mask(mask: np.ndarray, affine: np.ndarray, margin_voxels: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """A binary mask cropped to its bounding box (+ margin) and the crop's IJK→RAS matrix."""
+    from .labelmaps import mask_bounds
+
     first, last = mask_bounds(mask)
     lo = np.maximum(first - margin_voxels, 0)
     hi = np.minimum(last + margin_voxels + 1, mask.shape)
