@@ -132,16 +132,18 @@ def _finished(done: Path, scene_seed: int, options: dict[str, bool]) -> dict[str
     return doc if doc.get("seed") == scene_seed and doc.get("options") == options else None
 
 
+def _build_case(args: tuple) -> dict[str, Any]:
+    """One case from its task tuple (see ``run_synth``)."""
+    *positional, degraded, randomized, ct_appearance = args
+    return synthetic_case(*positional, degraded=degraded, randomized=randomized, ct_appearance=ct_appearance)
+
+
 def _case_task(args: tuple) -> dict[str, Any]:
     """One case in a worker process (one torch thread each: the cores go to the processes)."""
     import torch
 
     torch.set_num_threads(1)
-    case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized, ct_appearance = args
-    return synthetic_case(
-        case_dir, case_id, target, scene_seed, frac, views, detector_px, degraded=degraded, randomized=randomized,
-        ct_appearance=ct_appearance,
-    )  # fmt: skip
+    return _build_case(args)
 
 
 def run_synth(
@@ -171,6 +173,7 @@ def run_synth(
         raise UserError(f"--workers {workers} must be at least 1", "give e.g. --workers 2")
     out.mkdir(parents=True, exist_ok=True)
     options = case_options(degraded, randomized, ct_appearance)
+    flags = (degraded, randomized, ct_appearance)
     t0 = time.time()
     docs: dict[int, dict[str, Any]] = {}
     todo = []
@@ -181,8 +184,7 @@ def run_synth(
         if doc is not None:
             docs[i] = doc
         else:
-            task = (out / case_id, case_id, target, scene_seed, frac, views, detector_px, degraded, randomized)
-            todo.append((i, (*task, ct_appearance)))
+            todo.append((i, (out / case_id, case_id, target, scene_seed, frac, views, detector_px, *flags)))
 
     def record(i: int, doc: dict[str, Any]) -> None:
         docs[i] = doc
@@ -209,7 +211,7 @@ def run_synth(
         record(i, docs[i])
     if workers == 1 or len(todo) <= 1:
         for i, args in todo:
-            record(i, synthetic_case(*args[:7], degraded=degraded, randomized=randomized, ct_appearance=ct_appearance))
+            record(i, _build_case(args))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed

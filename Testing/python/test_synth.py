@@ -140,6 +140,12 @@ def test_same_seed_same_files_and_resume(synth_set, run_cli):
     before = case_json.stat().st_mtime_ns
     rc, _, err = run_cli(*same_as_a, "--out", root / "b")
     assert rc == 0 and case_json.stat().st_mtime_ns == before  # resumed: the finished case is kept
+    # Two worker processes: each case depends on (seed, its index) alone, so case_0000 is the same.
+    two = [a if a != "1" else "2" for a in same_as_a[:3]] + same_as_a[3:]  # --n 2
+    rc, _, err = run_cli(*two, "--workers", "2", "--out", root / "c")
+    assert rc == 0, err
+    assert _tree_digest(root / "a" / "case_0000") == _tree_digest(root / "c" / "case_0000")
+    assert (root / "c" / "case_0001" / "case.json").is_file()
 
 
 def test_trilinear_matches_siddon_on_a_scene(synth_set):
