@@ -433,6 +433,8 @@ def _cmd_synth_real(args: argparse.Namespace) -> int:
 
     if args.real_ct and (args.case_ct or args.case_labels):
         raise UserError("--real-ct and --case-ct/--case-labels are two different inputs", "give one of them")
+    if args.randomize or args.no_ct_appearance:  # real CTs are test cases: never randomised, never silently
+        raise UserError("--randomize and --no-ct-appearance apply to generated scenes only", "drop them for a real CT")
     if not args.real_ct and args.case_labels is None:
         raise UserError("--case-ct needs --case-labels (its vertebra label map)", "add --case-labels LABELS.nii.gz")
     if args.case_ct is not None and args.hu_from_labels:
