@@ -151,6 +151,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--seed", type=int, default=0)
     bs.add_argument("--template-spacing", type=float, default=2.5, help="template mesh spacing, mm (default 2.5)")
     bs.add_argument("--cache", type=Path, help="resume cache folder (default: OUT.cache beside the model)")
+    bs.add_argument("--workers", type=int, default=1, help="processes registering members (default 1; same model)")
     bs.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
     si = sub.add_parser("ssm-info", help="describe a shape model (.npz + card)")
@@ -499,7 +500,7 @@ def _cmd_build_ssm(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         args.input, levels, args.modes, args.out, convention=args.label_ids, include_abnormal=args.include_abnormal,
         mesh_units=args.mesh_units, iterations=args.iterations, seed=args.seed,
         template_spacing_mm=args.template_spacing, cache=args.cache, progress=not args.json, build_command=command,
-        generated=args.generated, generated_seeds=args.generated_seeds,
+        generated=args.generated, generated_seeds=args.generated_seeds, workers=args.workers,
     )  # fmt: skip
     if args.json:
         print(json.dumps(report))

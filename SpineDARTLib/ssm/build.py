@@ -10,7 +10,10 @@ the ground-truth rules on each member): they enter the PCA as extra points.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,13 +151,18 @@ def build_model(
     card: dict | None = None,
     cache_dir: Path | None = None,
     details: dict | None = None,
+    workers: int = 1,
 ) -> tuple[ShapeModel, list[dict]]:
     """The model and the list of excluded members ({name, residual_mm}). Raises when too few
     members pass the quality gate for ``n_modes``. The model is in the template's frame (the
     generator's anatomical frame when the template is a generated vertebra). ``progress`` is
     called after each member with (iteration, members done, members, message). ``details``, if
     given, receives the last round's corresponded members (``rows``, ``names``, ``levels``): the
-    quality report's leave-one-out and specificity work on them."""
+    quality report's leave-one-out and specificity work on them. ``workers`` > 1 registers the
+    members in that many processes; each member has its own random stream, so the model is the
+    same whatever the number."""
+    if workers < 1:
+        raise UserError(f"workers {workers} must be positive", "give e.g. workers=2")
     if len(members) < n_modes + 1:
         raise UserError(f"{len(members)} members cannot give {n_modes} modes", f"give at least {n_modes + 1} members")
     tv = np.asarray(template_vertices, float)
@@ -163,35 +171,46 @@ def build_model(
     model = None
     excluded: list[dict] = []
     reference = np.vstack([tv, ta])
-    for it in range(iterations):
-        rows, levels, names, excluded = [], [], [], []
-        for k, m in enumerate(members):
-            v, residual = _cached_correspond((tv, tf, ta), m, seed, cache_dir)
-            if progress:
-                progress(it + 1, k + 1, len(members), f"{m.name} residual {residual:.2f} mm")
-            if residual > MAX_RESIDUAL_MM:
-                excluded.append({"name": m.name, "residual_mm": round(residual, 3)})
-                continue
-            rows.append(np.vstack([v, m.annotations]))
-            levels.append(m.level)
-            names.append(m.name)
-        if len(rows) < n_modes + 1:
-            raise UserError(
-                f"only {len(rows)} members passed the {MAX_RESIDUAL_MM} mm quality gate",
-                "check the excluded members' meshes, or ask for fewer modes",
-            )
-        new = pca_model(
-            np.stack(rows), template_faces, template_labels, len(tv), annotation_names, levels, n_modes,
-            card=card, reference=reference,
-        )  # fmt: skip
-        moved = np.inf if model is None else float(np.abs(new.mean[: len(tv)] - model.mean[: len(tv)]).max())
-        model = new
-        # The next round registers the current mean instead.
-        tv = model.mean[: len(tv)]
-        ta = model.mean[model.annotation_slice]
-        model.card.update(iterations_run=it + 1, mean_change_mm=None if np.isinf(moved) else round(moved, 4))
-        if moved < CONVERGED_MM:
-            break
+    with ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            # spawn, not fork: BLAS and torch threads in the parent do not survive a fork cleanly.
+            ctx = mp.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(members)), mp_context=ctx))
+        for it in range(iterations):
+            template = (tv, tf, ta)
+            if pool is None:
+                results = (_cached_correspond(template, m, seed, cache_dir) for m in members)
+            else:  # map keeps the members' order: the same rows, excluded list and progress as one process
+                n = len(members)
+                results = pool.map(_cached_correspond, [template] * n, members, [seed] * n, [cache_dir] * n)
+            rows, levels, names, excluded = [], [], [], []
+            for k, (m, (v, residual)) in enumerate(zip(members, results, strict=True)):
+                if progress:
+                    progress(it + 1, k + 1, len(members), f"{m.name} residual {residual:.2f} mm")
+                if residual > MAX_RESIDUAL_MM:
+                    excluded.append({"name": m.name, "residual_mm": round(residual, 3)})
+                    continue
+                rows.append(np.vstack([v, m.annotations]))
+                levels.append(m.level)
+                names.append(m.name)
+            if len(rows) < n_modes + 1:
+                raise UserError(
+                    f"only {len(rows)} members passed the {MAX_RESIDUAL_MM} mm quality gate",
+                    "check the excluded members' meshes, or ask for fewer modes",
+                )
+            new = pca_model(
+                np.stack(rows), template_faces, template_labels, len(tv), annotation_names, levels, n_modes,
+                card=card, reference=reference,
+            )  # fmt: skip
+            moved = np.inf if model is None else float(np.abs(new.mean[: len(tv)] - model.mean[: len(tv)]).max())
+            model = new
+            # The next round registers the current mean instead.
+            tv = model.mean[: len(tv)]
+            ta = model.mean[model.annotation_slice]
+            model.card.update(iterations_run=it + 1, mean_change_mm=None if np.isinf(moved) else round(moved, 4))
+            if moved < CONVERGED_MM:
+                break
     model.card["excluded_members"] = excluded
     if details is not None:
         details.update(rows=np.stack(rows), names=names, levels=levels)

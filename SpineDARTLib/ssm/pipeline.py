@@ -101,8 +101,10 @@ def build_ssm(
     build_command: str | None = None,
     generated: int = 0,
     generated_seeds: int = 0,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Build and save a shape model; returns a summary (members used, skipped, excluded)."""
+    """Build and save a shape model; returns a summary (members used, skipped, excluded). ``workers``
+    processes register the members (the model does not depend on their number)."""
     from ..provenance import provenance
     from .io import save_model
 
@@ -115,6 +117,8 @@ def build_ssm(
         raise UserError(f"--iterations {iterations} is out of range", "give 1 to 20 (default 3)")
     if not 1.0 <= template_spacing_mm <= 5.0:
         raise UserError(f"--template-spacing {template_spacing_mm} mm is out of range", "give 1 to 5 mm")
+    if not 1 <= workers <= 64:
+        raise UserError(f"--workers {workers} is out of range", "give 1 to the number of cores")
     if out.exists() and out.is_dir():
         raise UserError("--out is a folder", "give a file name ending in .npz", out)
     if input_path is None and generated <= 0:
@@ -151,7 +155,7 @@ def build_ssm(
     details: dict[str, Any] = {}
     model, excluded = build_model(
         members, tv, tf, tl, ta, ANNOTATIONS, n_modes, seed=seed, iterations=iterations, card=card,
-        cache_dir=cache / "correspondences", details=details,
+        cache_dir=cache / "correspondences", details=details, workers=workers,
         progress=lambda it, done, total, note: bar(f"iteration {it}", done, total, note),
     )  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

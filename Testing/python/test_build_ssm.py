@@ -92,6 +92,13 @@ def test_build_ssm_cli_card_info_and_resume(inputs, tmp_path, run_cli):
     assert json.loads(out.with_suffix(".json").read_text())["arrays_sha256"] == sha
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")} == files
     assert (cache / "members_in_correspondence.npz").is_file()  # for the quality report
+    # Two processes registering the members build the same model, byte for byte (own cache: the
+    # registrations really run in the workers).
+    par = tmp_path / "p" / "l23.npz"
+    rc, _, err = run_cli(*args[:-1], par, "--template-spacing", "3", "--workers", "2")
+    assert rc == 0, err
+    assert len(list(par.with_name("l23.cache").glob("correspondences/*.npz"))) == 6
+    assert json.loads(par.with_suffix(".json").read_text())["arrays_sha256"] == sha
 
 
 def test_generated_members_are_named_hashed_and_deterministic():
@@ -142,6 +149,7 @@ def _open_mesh(path: Path) -> None:
         ("corrupt", [], "does not match its vertebra.json"),
         ("few", ["--generated", "3", "--generated-seeds", "999999"], "reserved for benchmarks"),
         ("nothing", ["--input", None], "no members given"),
+        ("few", ["--workers", "0"], "--workers 0 is out of range"),
     ],
 )
 def test_build_ssm_bad_input(tmp_path, run_cli, setup, extra, match):

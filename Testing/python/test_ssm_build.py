@@ -46,7 +46,7 @@ def built():
     template_ann = _annotations(tp.vertices, tp.faces)
     model, excluded = build_model(
         [*members, bad], tp.vertices, tp.faces, tp.labels, template_ann, ANNOTATIONS,
-        n_modes=15, iterations=2, seed=0,
+        n_modes=15, iterations=2, seed=0, workers=2,
     )  # fmt: skip
     return model, excluded, members, (tp.vertices, template_ann)
 
