@@ -30,7 +30,7 @@ CPD_ALPHA = 2.0
 MAX_RESIDUAL_MM = 1.5  # quality gate: mean member-to-correspondence surface distance
 CONVERGED_MM = 0.1
 # Bump when the correspondence algorithm changes: cached correspondences of older builds are void.
-ALGORITHM = "cpd-deformable/1"
+ALGORITHM = "cpd-deformable/2"  # 2: BLAS on one thread
 
 
 @dataclass
@@ -60,6 +60,17 @@ def _digest(*arrays: np.ndarray, extra: str = "") -> str:
     return h.hexdigest()
 
 
+def _one_blas_thread():
+    """BLAS on one thread while registering and averaging: OpenBLAS splits its reductions by the
+    thread count, so a build on 2 threads differed in the last bits from one on 1 thread (measured:
+    the CI's spawned workers inherited OPENBLAS_NUM_THREADS=1 from dask and built another model).
+    One thread makes the model the same on any core count, serial or in workers (~13 % slower
+    serially on 2 cores, none in 2 workers)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _cached_correspond(
     template: tuple[np.ndarray, np.ndarray, np.ndarray], member: Member, seed: int, cache_dir: Path | None
 ) -> tuple[np.ndarray, float]:
@@ -76,7 +87,8 @@ def _cached_correspond(
                 return z["vertices"], float(z["residual"])
         except Exception:  # a torn or foreign file: recompute and overwrite
             pass
-    v, residual = correspond(*template, member, rng)
+    with _one_blas_thread():
+        v, residual = correspond(*template, member, rng)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_npz(path, {"vertices": v, "residual": np.array(residual)})
@@ -199,10 +211,11 @@ def build_model(
                     f"only {len(rows)} members passed the {MAX_RESIDUAL_MM} mm quality gate",
                     "check the excluded members' meshes, or ask for fewer modes",
                 )
-            new = pca_model(
-                np.stack(rows), template_faces, template_labels, len(tv), annotation_names, levels, n_modes,
-                card=card, reference=reference,
-            )  # fmt: skip
+            with _one_blas_thread():
+                new = pca_model(
+                    np.stack(rows), template_faces, template_labels, len(tv), annotation_names, levels, n_modes,
+                    card=card, reference=reference,
+                )  # fmt: skip
             moved = np.inf if model is None else float(np.abs(new.mean[: len(tv)] - model.mean[: len(tv)]).max())
             model = new
             # The next round registers the current mean instead.

@@ -62,7 +62,7 @@ def test_discovery_finds_each_kind_and_skips_what_it_must(inputs):
     assert m.annotations.shape == (14, 3) and len(m.faces) > 1000
 
 
-def test_build_ssm_cli_card_info_and_resume(inputs, tmp_path, run_cli):
+def test_build_ssm_cli_card_info_and_resume(inputs, tmp_path, run_cli, monkeypatch):
     out = tmp_path / "m" / "l23.npz"
     args = ["build-ssm", "--input", inputs, "--levels", "L2-L3", "--modes", "3", "--iterations", "1", "--out", out]
     rc, stdout, err = run_cli(*args, "--template-spacing", "3")
@@ -93,7 +93,12 @@ def test_build_ssm_cli_card_info_and_resume(inputs, tmp_path, run_cli):
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*/*.npz")} == files
     assert (cache / "members_in_correspondence.npz").is_file()  # for the quality report
     # Two processes registering the members build the same model, byte for byte (own cache: the
-    # registrations really run in the workers).
+    # registrations really run in the workers), even when the workers' BLAS has another thread count
+    # than this process's (dask had set OPENBLAS_NUM_THREADS=1 for them in CI: another model).
+    from threadpoolctl import threadpool_info
+
+    here = {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2" if here == {1} else "1")
     par = tmp_path / "p" / "l23.npz"
     rc, _, err = run_cli(*args[:-1], par, "--template-spacing", "3", "--workers", "2")
     assert rc == 0, err
