@@ -120,6 +120,24 @@ def _stats(x: list[float]) -> dict[str, float] | None:
     return {"mean": float(np.mean(x)), "median": float(np.median(x)), "p90": float(np.percentile(x, 90))}
 
 
+def view_kind(name: str) -> str:
+    """``ap``, ``lateral`` or ``random`` from a view's name (``ort-ap``, ``L1-ort-lat``, ``rand0-a``)."""
+    return "ap" if name.endswith("ort-ap") else "lateral" if name.endswith("ort-lat") else "random"
+
+
+def _recall_by(records: list[dict[str, Any]], key) -> dict[str, dict[str, Any]]:
+    """Instance recall per group of views: the real CT's lateral views were found far less often
+    than its AP views, which one pooled number hid."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        g = out.setdefault(key(r), {"n_true": 0, "n_matched": 0})
+        g["n_true"] += r["n_true"]
+        g["n_matched"] += len(r["matched"])
+    for g in out.values():
+        g["recall"] = g["n_matched"] / g["n_true"] if g["n_true"] else None
+    return dict(sorted(out.items()))
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     matched = [m for r in records for m in r["matched"]]
     n_true = sum(r["n_true"] for r in records)
@@ -152,5 +170,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "level_accuracy_no_anchor": acc("level_no_anchor"),
         "level_accuracy_target_anchor": acc("level_target_anchor"),
         "no_anchor_kinds": {k: sum(m["anchor_no_anchor"] == k for m in matched) for k in ("ribs", "guess")},
+        "recall_by_view": _recall_by(records, lambda r: view_kind(r["view"])),
+        "recall_by_image": _recall_by(records, lambda r: "degraded" if r["degraded"] else "clean"),
         "records": records,
     }

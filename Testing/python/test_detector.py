@@ -190,6 +190,29 @@ def _v(y, guess, lumbar):
     return DetectedVertebra(score=1.0, centre=np.array([50.0, y]), lumbar_prob=lumbar, level_guess=guess)
 
 
+def test_evaluation_splits_recall_by_view_and_image():
+    from SpineDARTLib.bench.detector_eval import summarise, view_kind
+
+    assert [view_kind(n) for n in ("ort-ap", "L1-ort-lat", "rand0-a", "T12-rand2-b")] == [
+        "ap",
+        "lateral",
+        "random",
+        "random",
+    ]
+    hit = {"level": "L1", "errors_mm": [1.0], "confidences": [0.9], "mask_dice": 0.8, "path_errors_mm": [],
+           "level_no_anchor": "L1", "anchor_no_anchor": "guess", "level_target_anchor": "L1"}  # fmt: skip
+    recs = [
+        {"view": "L1-ort-ap", "degraded": False, "n_true": 2, "n_found": 2, "matched": [hit, hit]},
+        {"view": "L1-ort-lat", "degraded": True, "n_true": 4, "n_found": 1, "matched": [hit]},
+        {"view": "L1-rand0-a", "degraded": False, "n_true": 3, "n_found": 0, "matched": []},
+    ]
+    s = summarise(recs)
+    assert s["instance_recall"] == 3 / 9
+    assert {k: v["recall"] for k, v in s["recall_by_view"].items()} == {"ap": 1.0, "lateral": 0.25, "random": 0.0}
+    assert s["recall_by_image"]["clean"] == {"n_true": 5, "n_matched": 2, "recall": 0.4}
+    assert s["recall_by_image"]["degraded"]["recall"] == 0.25
+
+
 def test_order_and_level_anchors():
     # T11..L2 from top to bottom, given shuffled; guesses off by one level.
     vs = [_v(150.0, 12.6, 0.9), _v(30.0, 10.8, 0.1), _v(90.0, 12.1, 0.8), _v(60.0, 11.9, 0.2)]
