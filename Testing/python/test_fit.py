@@ -305,14 +305,14 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     (case,) = (tmp_path / "w").iterdir()
     assert {v["target"] for v in json.loads((case / "case.json").read_text())["views"]} == {"T10"}
     # The same run on a local dask cluster (2 worker processes, loopback only): the same records, to
-    # the last digit.
-    dask_args = [a if a != tmp_path / "o" else tmp_path / "o-dask" for a in args] + ["--workers", "2"]
+    # the last digit (the orthogonal pair's fit: one says it as well as four, at a quarter of the time).
+    dask_args = [a if a != tmp_path / "o" else tmp_path / "o-dask" for a in args] + ["--workers", "2", "--pairs", "ort"]
     rc, out, err = run_cli(*dask_args)
     assert rc == 0, err
     lines = (tmp_path / "o-dask" / "records.jsonl").read_text().splitlines()
     recs_dask = {r["task"]: r for r in map(json.loads, lines)}
-    assert sorted(recs_dask) == sorted(r["task"] for r in recs)
-    for r in recs:
+    assert sorted(recs_dask) == sorted(r["task"] for r in recs if r["pairs"] == "ort") and recs_dask
+    for r in [r for r in recs if r["pairs"] == "ort"]:
         d = recs_dask[r["task"]]
         assert (d["converged"], d["reason"]) == (r["converged"], r["reason"])
         for k in ("dice", "assd", "entry_err_mm", "angle_err_deg", "iterations"):
