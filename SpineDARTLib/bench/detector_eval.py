@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..anatomy.landmarks import LANDMARKS
-from ..nets.detect import detect, order_and_levels, refine
+from ..nets.detect import CENTRE_THRESHOLD, detect, order_and_levels, refine
 from ..nets.detector_data import MIN_MASK_PIXELS, case_dirs, is_validation
 
 MATCH_MM = 15.0
@@ -35,14 +35,15 @@ def _truth(case_dir: Path, view: dict) -> tuple[list[dict], np.ndarray]:
 
 
 def evaluate_view(
-    model, case_dir: Path, view: dict, degraded: bool, target: str | None, refiner=None
-) -> dict[str, Any]:
+    model, case_dir: Path, view: dict, degraded: bool, target: str | None, refiner=None,
+    centre_threshold: float = CENTRE_THRESHOLD,
+) -> dict[str, Any]:  # fmt: skip
     from ..xray import read_xray
 
     xr = read_xray(case_dir / (view["degraded_image"] if degraded else view["image"]), case_dir / view["sidecar"])
     mm = float(np.mean(xr.projection.pixel_spacing_mm))
     truth, masks = _truth(case_dir, view)
-    found = detect(model, xr.image)
+    found = detect(model, xr.image, centre_threshold)
     if refiner is not None:
         refine(refiner, xr.image, mm, found)
     rec: dict[str, Any] = {"case": case_dir.name, "view": view["name"], "degraded": degraded,
@@ -95,9 +96,13 @@ def evaluate_view(
     return rec
 
 
-def evaluate(model, data: Path, split: str = "all", limit: int | None = None, refiner=None) -> dict[str, Any]:
+def evaluate(
+    model, data: Path, split: str = "all", limit: int | None = None, refiner=None,
+    centre_threshold: float = CENTRE_THRESHOLD,
+) -> dict[str, Any]:  # fmt: skip
     """Every view (clean and degraded) of the cases under ``data``; ``split`` ``validation`` keeps
-    only the training folder's held-out cases."""
+    only the training folder's held-out cases. ``centre_threshold``: the detector's peak threshold
+    (recall against precision)."""
     records = []
     for case_dir in case_dirs(data):
         case = json.loads((case_dir / "case.json").read_text())
@@ -108,7 +113,7 @@ def evaluate(model, data: Path, split: str = "all", limit: int | None = None, re
             # Real cases name their views after the target they are centred on (e.g. "L1-ort-ap").
             target = next((t for t in targets if t and view["name"].startswith(f"{t}-")), targets[0])
             for degraded in [False] + ([True] if view.get("degraded_image") else []):
-                records.append(evaluate_view(model, case_dir, view, degraded, target, refiner))
+                records.append(evaluate_view(model, case_dir, view, degraded, target, refiner, centre_threshold))
                 if limit and len(records) >= limit:
                     return summarise(records)
     return summarise(records)

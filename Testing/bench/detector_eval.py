@@ -2,7 +2,7 @@
 
     python Testing/bench/detector_eval.py --weights Resources/models/detector.safetensors \
         --data DIR [--split all|validation] [--limit N] [--out results.json] [--threads 2] \
-        [--refiner refiner.safetensors]
+        [--refiner refiner.safetensors] [--centre-threshold 0.2]
 
 DIR: a training folder (``--split validation``: its held-out cases), the benchmark's scenes
 (``spinedart bench --work`` folder: healthy-*, fractured-*) or the real CT's case (real-ct-*).
@@ -18,6 +18,7 @@ import torch
 
 from SpineDARTLib.atomic import atomic_write_json
 from SpineDARTLib.bench.detector_eval import evaluate
+from SpineDARTLib.nets.detect import CENTRE_THRESHOLD
 from SpineDARTLib.nets.detector_train import load_detector
 
 
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--refiner", type=Path, help="second-stage weights: every detection refined before scoring")
+    ap.add_argument("--centre-threshold", type=float, default=CENTRE_THRESHOLD, help="detector peak threshold")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model, card = load_detector(a.weights)
@@ -38,7 +40,8 @@ def main() -> None:
         from SpineDARTLib.nets.refiner_train import load_refiner
 
         refiner, refiner_card = load_refiner(a.refiner)
-    res = evaluate(model, a.data, a.split, a.limit, refiner)
+    res = evaluate(model, a.data, a.split, a.limit, refiner, a.centre_threshold)
+    res["centre_threshold"] = a.centre_threshold
     res["weights_sha256"] = card["weights_sha256"]
     if refiner is not None:
         res["refiner_sha256"] = refiner_card["weights_sha256"]

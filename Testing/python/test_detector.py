@@ -122,6 +122,12 @@ def test_tiny_training_resumes_to_the_same_weights(cases, tmp_path, run_cli):
 
     res = evaluate(wa, cases)
     assert res["n_views"] == 2 and res["n_true"] >= 6 and 0 <= (res["instance_recall"] or 0) <= 1
+    # The peak threshold reaches the detector: above any sigmoid, nothing is found.
+    assert (
+        evaluate(wa, cases, centre_threshold=1.01)["n_found"]
+        == 0
+        < evaluate(wa, cases, centre_threshold=0.0)["n_found"]
+    )
     # Tampered weights are refused.
     raw = bytearray((tmp_path / "a.safetensors").read_bytes())
     raw[-1] ^= 1

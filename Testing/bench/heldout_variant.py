@@ -1,0 +1,41 @@
+"""Rebuild a training folder's held-out cases with the CT appearance switched (same scene seeds, same
+views): the detectors trained with and without ``--no-ct-appearance`` scored on the same images.
+
+    python Testing/bench/heldout_variant.py --data D --out V [--ct-appearance | --no-ct-appearance]
+    python Testing/bench/detector_eval.py --weights W --data V --split validation
+
+D: a ``spinedart synth --randomize`` folder (its manifest gives seed, levels, views, options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from SpineDARTLib.nets.detector_data import is_validation
+from SpineDARTLib.synth import _plan, synthetic_case
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--ct-appearance", action=argparse.BooleanOptionalAction, default=True)
+    a = ap.parse_args()
+    m = json.loads((a.data / "manifest.json").read_text())
+    opts = m["options"]
+    for i in range(m["n"]):
+        case_id = f"case_{i:04d}"
+        if not is_validation(case_id):
+            continue
+        target, scene_seed, fractured = _plan(m["seed"], i, m["levels"], m["fractured"])
+        synthetic_case(
+            a.out / case_id, case_id, target, scene_seed, fractured, m["views"], m["detector_px"],
+            degraded=opts["degraded"], randomized=opts["randomized"], ct_appearance=a.ct_appearance,
+        )  # fmt: skip
+        print(case_id, target, scene_seed, "fractured" if fractured else "healthy", flush=True)
+
+
+if __name__ == "__main__":
+    main()
