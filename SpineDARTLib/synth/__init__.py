@@ -32,7 +32,7 @@ def synthetic_case(
     spacing_mm: float = 1.0,
     degraded: bool = False,
     randomized: bool = False,
-    ct_appearance: bool = True,
+    ct_appearance: bool = False,
 ) -> dict[str, Any]:
     """Build one scene around ``target`` and write it as a case with its views. ``ct_appearance``
     (randomised cases only): vary the CT's bone density, texture and resolution too."""
@@ -92,7 +92,7 @@ def synthetic_case(
     return write_case_json(case_dir, doc)
 
 
-def case_options(degraded: bool, randomized: bool, ct_appearance: bool = True) -> dict[str, bool]:
+def case_options(degraded: bool, randomized: bool, ct_appearance: bool = False) -> dict[str, bool]:
     """The settings a case was made with (a resumed run rebuilds a case made otherwise). Randomised
     cases made before the CT's appearance was randomised lack ``ct_appearance``: they are rebuilt."""
     options = {"degraded": bool(degraded), "randomized": bool(randomized)}
@@ -158,7 +158,7 @@ def run_synth(
     degraded: bool = False,
     randomized: bool = False,
     workers: int = 1,
-    ct_appearance: bool = True,
+    ct_appearance: bool = False,
 ) -> dict[str, Any]:
     """N cases into ``out`` (+ ``manifest.json``), on ``workers`` processes. Resumes: a case whose
     case.json is already there, valid and made with the same settings is kept, so an interrupted

@@ -170,6 +170,7 @@ def test_trilinear_matches_siddon_on_a_scene(synth_set):
         (["--fractured", "1.5"], "probability"),
         (["--detector-px", "8"], "out of range"),
         (["--no-ct-appearance"], "add --randomize"),
+        (["--ct-appearance"], "add --randomize"),
     ],
 )
 def test_synth_bad_input(tmp_path, run_cli, args, match):
@@ -190,7 +191,7 @@ def test_synth_unwritable_output(tmp_path, run_cli):
 def test_degraded_and_randomised_sets(tmp_path, run_cli):
     rc, _, err = run_cli(
         "synth", "--n", "1", "--levels", "L1", "--seed", "4", "--detector-px", "64", "--degraded", "--randomize",
-        "--out", tmp_path,
+        "--ct-appearance", "--out", tmp_path,
     )  # fmt: skip
     assert rc == 0, err
     from SpineDARTLib.xray import read_xray
@@ -214,11 +215,11 @@ def test_degraded_and_randomised_sets(tmp_path, run_cli):
             if bc["in_fov"]:
                 u, v = np.clip(np.round(bc["uv"]).astype(int), 0, 63)
                 assert masks[inst["mask_index"], v, u]  # distorted labels still agree with each other
-    # The ablation: --no-ct-appearance keeps the generated CT as it is (the same scene's HU, to the
-    # voxel), the rest of the randomisation stays; a resumed run tells the two apart by the options.
+    # By default (and with --no-ct-appearance) the generated CT stays as it is (the same scene's HU,
+    # to the voxel), the rest of the randomisation stays; a resumed run tells the two apart by the options.
     rc, _, err = run_cli(
         "synth", "--n", "1", "--levels", "L1", "--seed", "4", "--detector-px", "64", "--randomize",
-        "--no-ct-appearance", "--out", tmp_path / "plain",
+        "--out", tmp_path / "plain",
     )  # fmt: skip
     assert rc == 0, err
     plain = load_json(tmp_path / "plain" / "case_0000" / "case.json", CASE_V1)
@@ -235,6 +236,13 @@ def test_degraded_and_randomised_sets(tmp_path, run_cli):
     assert np.array_equal(ct_plain, raw) and not np.array_equal(ct_varied, raw)
     vl = load_json(tmp_path / "plain" / "case_0000" / plain["views"][0]["labels"], VIEW_LABELS_V1)
     assert "collimation" in vl["randomization"]  # the image-side randomisation is still there
+    # --no-ct-appearance names the default: the same settings, so the case is kept, not rebuilt.
+    stamp = (tmp_path / "plain" / "case_0000" / "case.json").stat().st_mtime_ns
+    rc, _, err = run_cli(
+        "synth", "--n", "1", "--levels", "L1", "--seed", "4", "--detector-px", "64", "--randomize",
+        "--no-ct-appearance", "--out", tmp_path / "plain",
+    )  # fmt: skip
+    assert rc == 0 and (tmp_path / "plain" / "case_0000" / "case.json").stat().st_mtime_ns == stamp, err
 
 
 def test_randomised_detector_sizes():
