@@ -1,5 +1,5 @@
 """Rebuild a training folder's held-out cases with the CT appearance switched (same scene seeds, same
-views): the detectors trained with and without ``--no-ct-appearance`` scored on the same images.
+views): detectors trained with and without the CT appearance (``synth --ct-appearance``) scored on the same images.
 
     python Testing/bench/heldout_variant.py --data D --out V [--ct-appearance | --no-ct-appearance]
     python Testing/bench/detector_eval.py --weights W --data V --split validation
@@ -23,7 +23,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ct-appearance", action=argparse.BooleanOptionalAction, default=True)
     a = ap.parse_args()
-    m = json.loads((a.data / "manifest.json").read_text())
+    manifest = a.data / "manifest.json"
+    if not manifest.is_file():
+        raise SystemExit(
+            f"heldout_variant: error: {manifest} is missing; fix: give the --out folder of spinedart synth"
+        )
+    m = json.loads(manifest.read_text())
     opts = m["options"]
     for i in range(m["n"]):
         case_id = f"case_{i:04d}"

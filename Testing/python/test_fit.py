@@ -305,7 +305,7 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     (case,) = (tmp_path / "w").iterdir()
     assert {v["target"] for v in json.loads((case / "case.json").read_text())["views"]} == {"T10"}
     # The same run on a local dask cluster (2 worker processes, loopback only): the same records, to
-    # the last digit (the orthogonal pair's fit: one says it as well as four, at a quarter of the time).
+    # the last digit (the orthogonal pair's fit: one says it as well as four, and is one fit instead of four).
     dask_args = [a if a != tmp_path / "o" else tmp_path / "o-dask" for a in args] + ["--workers", "2", "--pairs", "ort"]
     rc, out, err = run_cli(*dask_args)
     assert rc == 0, err
