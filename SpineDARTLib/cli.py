@@ -209,8 +209,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("--json", action="store_true", help="print the protocol's JSON object as the last line")
 
-    _trainer_parser(sub, "train-detector", "train the X-ray annotation network on data-engine cases", "--randomize", 8,
-                    5e-4)  # fmt: skip
+    td = _trainer_parser(sub, "train-detector", "train the X-ray annotation network on data-engine cases",
+                         "--randomize", 8, 5e-4)  # fmt: skip
+    td.add_argument("--clutter", type=float, default=0.0,
+                    help="fraction of training images given overlap clutter: other bodies' projections laid over "
+                    "the view (lungs, heart, shoulders, table; default 0)")  # fmt: skip
+    td.add_argument("--local-contrast", type=float, default=0.08, metavar="SIGMA",
+                    help="the network's second input channel: the image's local contrast at this Gaussian scale "
+                    "(a fraction of the image side; default 0.08, 0: the normalised image alone)")  # fmt: skip
     _trainer_parser(sub, "train-refiner", "train the annotation network's second stage (one vertebra's landmarks "
                     "and mask from a crop) on data-engine cases", "--randomize", 16, 1e-3)  # fmt: skip
     ts = _trainer_parser(sub, "train-similarity", "train the learned multi-view similarity (MASD) on data-engine cases",
@@ -706,10 +712,13 @@ def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) ->
 
     tiny = {"image_size": 64, "embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8), "window_size": 4,
             "decoder_dim": 16}  # fmt: skip
-    config = DetectorConfig(**tiny) if args.size == "tiny" else DetectorConfig()
+    if not 0.0 <= args.local_contrast <= 0.5:
+        raise UserError(f"--local-contrast {args.local_contrast} is out of range", "give 0 (none) to 0.5, e.g. 0.08")
+    lc = {"local_contrast": args.local_contrast}
+    config = DetectorConfig(**tiny, **lc) if args.size == "tiny" else DetectorConfig(**lc)
     command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
     card = train_detector(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,
-                          args.resume, args.stop_after_steps, command)  # fmt: skip
+                          args.resume, args.stop_after_steps, command, clutter=args.clutter)  # fmt: skip
     return _report_training(card, args.out, f"{card.get('n_train_views')} views")
 
 

@@ -47,7 +47,8 @@ def evaluate_view(
     if refiner is not None:
         refine(refiner, xr.image, mm, found)
     rec: dict[str, Any] = {"case": case_dir.name, "view": view["name"], "degraded": degraded,
-                           "n_true": len(truth), "n_found": len(found), "matched": []}  # fmt: skip
+                           "n_true": len(truth), "n_found": len(found), "matched": [],
+                           "detections": [[round(f.score, 4), False] for f in found]}  # fmt: skip
     if not truth or not found:
         return rec
     d = (
@@ -58,6 +59,14 @@ def evaluate_view(
         )
         * mm
     )
+    # For the precision-recall curve: detections in score order, each the nearest free true
+    # vertebra within MATCH_MM (what any higher threshold would have kept matches the same way).
+    free = set(range(len(truth)))
+    for fi in sorted(range(len(found)), key=lambda i: -found[i].score):
+        near = [(d[ti, fi], ti) for ti in free if d[ti, fi] <= MATCH_MM]
+        if near:
+            free.discard(min(near)[1])
+            rec["detections"][fi][1] = True
     pairs, used_t, used_f = [], set(), set()
     for flat in np.argsort(d, axis=None):
         ti, fi = divmod(int(flat), len(found))
@@ -143,6 +152,39 @@ def _recall_by(records: list[dict[str, Any]], key) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
+PR_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+
+
+def precision_recall(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Threshold-free detection quality from the scored detections (the run's own threshold is the
+    lowest reachable): average precision (area under the precision-recall curve, precision made
+    non-increasing), recall and precision at ``PR_THRESHOLDS``, and the threshold of best F1. Why:
+    runs whose heatmaps are calibrated differently (one under-confident, one not) compare at one
+    threshold only by accident."""
+    n_true = sum(r["n_true"] for r in records)
+    dets = sorted((s, hit) for r in records for s, hit in r.get("detections", []))[::-1]
+    if not n_true or not dets:
+        return None
+    scores = np.array([s for s, _ in dets])
+    tp = np.cumsum([hit for _, hit in dets])
+    recall, precision = tp / n_true, tp / np.arange(1, len(dets) + 1)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * envelope))
+    f1 = 2 * recall * precision / np.maximum(recall + precision, 1e-9)
+    b = int(np.argmax(f1))
+
+    def at(thr: float) -> dict[str, float] | None:
+        k = int(np.sum(scores >= thr))
+        return {"recall": round(float(recall[k - 1]), 4), "precision": round(float(precision[k - 1]), 4)} if k else None
+
+    return {
+        "average_precision": round(ap, 4),
+        "at": {str(t): at(t) for t in PR_THRESHOLDS if t >= scores.min()},
+        "best_f1": {"threshold": round(float(scores[b]), 4), "f1": round(float(f1[b]), 4),
+                    "recall": round(float(recall[b]), 4), "precision": round(float(precision[b]), 4)},
+    }  # fmt: skip
+
+
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     matched = [m for r in records for m in r["matched"]]
     n_true = sum(r["n_true"] for r in records)
@@ -177,5 +219,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "no_anchor_kinds": {k: sum(m["anchor_no_anchor"] == k for m in matched) for k in ("ribs", "guess")},
         "recall_by_view": _recall_by(records, lambda r: view_kind(r["view"])),
         "recall_by_image": _recall_by(records, lambda r: "degraded" if r["degraded"] else "clean"),
+        "precision_recall": precision_recall(records),
+        "average_precision_by_view": {
+            k: (precision_recall([r for r in records if view_kind(r["view"]) == k]) or {}).get("average_precision")
+            for k in ("ap", "lateral", "random")
+        },
         "records": records,
     }

@@ -9,7 +9,8 @@ entry and target points in the view (the 2D-GeoPlan baseline's targets).
 
 Training images are augmented per epoch: contrast and noise, and a random similarity transform
 (scale, rotation, shift) applied alike to the image, every point and the masks — the cases are
-few and a transformer trained from scratch overfits their framing otherwise.
+few and a transformer trained from scratch overfits their framing otherwise — and, when asked
+for, overlap clutter (:mod:`.clutter`: other bodies' projections over the view).
 """
 
 from __future__ import annotations
@@ -269,10 +270,15 @@ def random_similarity(rng: np.random.Generator, size: int) -> np.ndarray:
 
 class DetectorDataset(torch.utils.data.Dataset):
     """Cached samples → (image tensor, sample arrays, targets); ``augment`` applies a random
-    similarity transform and jitters contrast and noise."""
+    similarity transform and jitters contrast and noise, and lays overlap clutter
+    (:mod:`.clutter`) over a ``clutter`` fraction of the images."""
 
-    def __init__(self, files: list[Path], config: DetectorConfig, augment: bool = False, seed: int = 0) -> None:
-        self.files, self.config, self.augment, self.seed = list(files), config, augment, seed
+    def __init__(
+        self, files: list[Path], config: DetectorConfig, augment: bool = False, seed: int = 0, clutter: float = 0.0
+    ) -> None:
+        if not 0.0 <= clutter <= 1.0:
+            raise UserError(f"--clutter {clutter} is not a probability", "give 0 to 1, e.g. 0.7")
+        self.files, self.config, self.augment, self.seed, self.clutter = list(files), config, augment, seed, clutter
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -284,6 +290,11 @@ class DetectorDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, i])
             sample = transform_sample(sample, random_similarity(rng, self.config.image_size), self.config)
         x = sample["image"].astype(np.float32)
+        # Drawn only when asked for, so runs without clutter keep their random streams.
+        if self.augment and self.clutter > 0 and rng.random() < self.clutter:
+            from .clutter import add_clutter
+
+            x = add_clutter(x, rng)
         if self.augment:
             x = x * rng.uniform(0.7, 1.4) + rng.uniform(-0.2, 0.2)
             x = x + rng.normal(0.0, rng.uniform(0.0, 0.05), size=x.shape).astype(np.float32)

@@ -158,10 +158,13 @@ def train_detector(
     stop_after_steps: int | None = None,
     command: str = "",
     progress: Callable[[str], None] | None = None,
+    clutter: float = 0.0,
 ) -> dict[str, Any]:
     """Train (or continue) the network on the cases under ``data``; writes ``out`` (safetensors),
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
-    epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written)."""
+    epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written).
+    ``clutter``: the fraction of training images given overlap clutter (:mod:`.clutter`)."""
+    train_set = DetectorDataset([], DetectorConfig(), clutter=clutter)  # checks it before anything is written
     out, ckpt_path, say = begin_run(out, resume, seed, progress)
     config = config or DetectorConfig()
     train_files, val_files = prepare(data, config)
@@ -169,7 +172,7 @@ def train_detector(
         raise UserError("holds no training view (every case fell in the validation split)", "add cases", data)
     model = Detector(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    train_set = DetectorDataset(train_files, config, augment=True, seed=seed)
+    train_set = DetectorDataset(train_files, config, augment=True, seed=seed, clutter=clutter)
     val_loader = torch.utils.data.DataLoader(
         DetectorDataset(val_files, config), batch_size=batch_size, shuffle=False, collate_fn=collate
     )
@@ -182,14 +185,16 @@ def train_detector(
     def validate() -> dict[str, float]:
         return validation_metrics(model, val_loader, config) if val_files else {}
 
+    # The augmentation belongs to the run: a resume with another clutter fraction is refused.
+    run_config = {**config.to_dict(), **({"clutter": clutter} if clutter else {})}
     state, finished = run_epochs(model, opt, loss_of, validate, n_samples=len(train_set), ckpt_path=ckpt_path,
-                                 config=config.to_dict(), seed=seed, resume=resume, epochs=epochs,
+                                 config=run_config, seed=seed, resume=resume, epochs=epochs,
                                  batch_size=batch_size, lr=lr, stop_after_steps=stop_after_steps, say=say)  # fmt: skip
     if not finished:
         return {"stopped": True, "epochs": state["epoch"], "steps": state["step"], "history": state["history"]}
     card = write_card(CARD_SCHEMA, model, out, config.to_dict(), state, data, seed=seed, command=command,
                       n_train_views=len(train_files), n_validation_views=len(val_files), batch_size=batch_size,
-                      lr=lr)  # fmt: skip
+                      lr=lr, clutter=clutter)  # fmt: skip
     return card
 
 

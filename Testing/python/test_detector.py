@@ -142,6 +142,8 @@ def test_tiny_training_resumes_to_the_same_weights(cases, tmp_path, run_cli):
         (["--epochs", "0"], "positive"),
         (["--out", "w.pt"], ".safetensors"),
         (["--threads", "0"], "--threads"),
+        (["--clutter", "1.5"], "--clutter"),
+        (["--local-contrast", "0.9"], "--local-contrast"),
     ],
 )
 def test_train_detector_bad_input(tmp_path, run_cli, args, match):
@@ -149,6 +151,79 @@ def test_train_detector_bad_input(tmp_path, run_cli, args, match):
     assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
     rc, _, err = run_cli("train-detector", "--data", tmp_path, "--out", tmp_path / "w.safetensors")
     assert rc == 2 and "no data-engine case" in err
+
+
+def test_clutter_hides_the_bone_and_moves_nothing(cases):
+    from SpineDARTLib.nets.clutter import add_clutter, clutter_field
+    from SpineDARTLib.nets.detector_data import DetectorDataset, normalise
+
+    # A bright square (bone) on a flat body, a collimator's shadow in the first rows.
+    img = np.zeros((64, 64), np.float32)
+    img[24:40, 24:40] = 1.0
+    img[:6] = -1.0
+    img = normalise(img)
+    f1 = clutter_field(img.shape, np.random.default_rng(4))
+    assert np.array_equal(f1, clutter_field(img.shape, np.random.default_rng(4))) and np.isfinite(f1).all()
+    assert float(np.abs(f1).max()) > 0.05
+    contrast = []
+    for seed in range(20):
+        out = add_clutter(img, np.random.default_rng(seed))
+        assert np.ptp(out[:6]) == 0  # nothing reaches the detector in the collimator's shadow
+        lo, hi = np.percentile(out, [0.5, 99.5])
+        contrast.append((out[28:36, 28:36].mean() - out[44:60, 8:20].mean()) / (hi - lo))
+    before = (img[28:36, 28:36].mean() - img[44:60, 8:20].mean()) / np.ptp(img)
+    # The other bodies take their share of the image's range: the bone's share shrinks.
+    assert np.median(np.abs(contrast)) < 0.8 * before
+    # In training, clutter changes the image and nothing else (its draws come after the geometry's).
+    train, val = prepare(cases, TINY)
+    plain = DetectorDataset(train + val, TINY, augment=True, seed=2)
+    cluttered = DetectorDataset(train + val, TINY, augment=True, seed=2, clutter=1.0)
+    (xa, sa, ta), (xb, sb, tb) = plain[0], cluttered[0]
+    assert not torch.equal(xa, xb)
+    for k in ("centres", "landmarks", "visible", "masks", "paths"):
+        assert np.array_equal(sa[k], sb[k]), k
+    assert np.array_equal(ta["centre_hm"], tb["centre_hm"])
+    with pytest.raises(UserError, match="--clutter"):
+        DetectorDataset(train, TINY, clutter=-0.1)
+
+
+def test_local_contrast_ignores_slow_fields():
+    from SpineDARTLib.nets.detector import local_contrast
+
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 64), np.float32)
+    img[20:44, 24:40] = 0.3  # a vertebra
+    img += 0.01 * rng.standard_normal(img.shape).astype(np.float32)
+    yy, xx = np.mgrid[0:64, 0:64] / 64.0
+    slow = (2.0 * xx + 1.5 * np.exp(-((xx - 0.2) ** 2 + (yy - 0.8) ** 2) / 0.5)).astype(np.float32)
+    a = local_contrast(torch.from_numpy(img)[None, None], 5.0)[0, 0].numpy()
+    b = local_contrast(torch.from_numpy(img + slow)[None, None], 5.0)[0, 0].numpy()
+    assert a.shape == img.shape and np.abs(a).max() <= 1.0
+    # A body far larger than the neighbourhood barely changes what the network gets …
+    assert np.abs(a - b)[16:48, 16:48].mean() < 0.05
+    # … while in the global normalisation it takes most of the range.
+    assert np.ptp(img + slow) > 5 * np.ptp(img[20:44, 24:40])
+    assert np.allclose(local_contrast(torch.ones(1, 1, 32, 32), 4.0).numpy(), 0.0, atol=1e-3)
+
+
+def test_clutter_and_local_contrast_belong_to_the_run(cases, tmp_path, run_cli):
+    base = ["--data", cases, "--size", "tiny", "--epochs", "2", "--batch-size", "2", "--threads", "1",
+            "--local-contrast", "0.1"]  # fmt: skip
+    out = tmp_path / "c.safetensors"
+    rc, text, err = run_cli("train-detector", *base, "--out", out, "--clutter", "0.5", "--stop-after-steps", "1")
+    assert rc == 0 and "continue with --resume" in text, err
+    # Resumed with another clutter fraction or input: refused in one line, the checkpoint kept.
+    for other in (["--clutter", "0.5", "--local-contrast", "0"], []):
+        rc, _, err = run_cli("train-detector", *base, *other, "--out", out, "--resume")
+        assert rc == 2 and "another configuration" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = run_cli("train-detector", *base, "--out", out, "--resume", "--clutter", "0.5")
+    assert rc == 0, err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["clutter"] == 0.5 and "--clutter 0.5" in card["command"] and card["epochs"] == 2
+    # The second input channel is part of the network: its weights load and run as trained.
+    model, card = load_detector(out)
+    assert card["config"]["local_contrast"] == 0.1 and model.config.local_contrast == 0.1
+    assert isinstance(detect(model, np.random.default_rng(1).random((80, 96)).astype(np.float32)), list)
 
 
 class _Designed(torch.nn.Module):
@@ -217,6 +292,18 @@ def test_evaluation_splits_recall_by_view_and_image():
     assert {k: v["recall"] for k, v in s["recall_by_view"].items()} == {"ap": 1.0, "lateral": 0.25, "random": 0.0}
     assert s["recall_by_image"]["clean"] == {"n_true": 5, "n_matched": 2, "recall": 0.4}
     assert s["recall_by_image"]["degraded"]["recall"] == 0.25
+    assert s["precision_recall"] is None  # records without scored detections
+    # Scored detections: 4 true vertebrae; by score 0.9 hit, 0.8 miss, 0.6 hit, 0.3 hit, 0.1 miss.
+    scored = [
+        {"view": "ort-ap", "degraded": False, "n_true": 2, "detections": [[0.9, True], [0.1, False], [0.3, True]]},
+        {"view": "ort-lat", "degraded": False, "n_true": 2, "detections": [[0.8, False], [0.6, True]]},
+    ]
+    pr = summarise([dict(r, n_found=len(r["detections"]), matched=[]) for r in scored])["precision_recall"]
+    # Precision envelope at the recall steps 1/4, 2/4, 3/4: 1, 3/4, 3/4 (from 0.3's 3 of 4).
+    assert pr["average_precision"] == round(0.25 * 1 + 0.25 * 0.75 + 0.25 * 0.75, 4)
+    assert pr["at"]["0.2"] == {"recall": 0.75, "precision": 0.75}
+    assert pr["at"]["0.5"] == {"recall": 0.5, "precision": 0.6667}
+    assert pr["best_f1"]["threshold"] == 0.3 and "0.05" not in pr["at"]  # below every score: not reached
 
 
 def test_order_and_level_anchors():
