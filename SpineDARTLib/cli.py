@@ -215,8 +215,9 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="fraction of training images given overlap clutter: other bodies' projections laid over "
                     "the view (lungs, heart, shoulders, table; default 0)")  # fmt: skip
     td.add_argument("--local-contrast", type=float, default=0.08, metavar="SIGMA",
-                    help="the network's second input channel: the image's local contrast at this Gaussian scale "
-                    "(a fraction of the image side; default 0.08, 0: the normalised image alone)")  # fmt: skip
+                    help="the network's second input channel: the image's local contrast at this Gaussian "
+                    "scale (a fraction of the image side, up to 0.25; default 0.08, 0: the normalised image "
+                    "alone)")  # fmt: skip
     _trainer_parser(sub, "train-refiner", "train the annotation network's second stage (one vertebra's landmarks "
                     "and mask from a crop) on data-engine cases", "--randomize", 16, 1e-3)  # fmt: skip
     ts = _trainer_parser(sub, "train-similarity", "train the learned multi-view similarity (MASD) on data-engine cases",
@@ -712,8 +713,8 @@ def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) ->
 
     tiny = {"image_size": 64, "embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8), "window_size": 4,
             "decoder_dim": 16}  # fmt: skip
-    if not 0.0 <= args.local_contrast <= 0.5:
-        raise UserError(f"--local-contrast {args.local_contrast} is out of range", "give 0 (none) to 0.5, e.g. 0.08")
+    if not 0.0 <= args.local_contrast <= 0.25:
+        raise UserError(f"--local-contrast {args.local_contrast} is out of range", "give 0 (none) to 0.25, e.g. 0.08")
     lc = {"local_contrast": args.local_contrast}
     config = DetectorConfig(**tiny, **lc) if args.size == "tiny" else DetectorConfig(**lc)
     command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)

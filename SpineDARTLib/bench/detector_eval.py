@@ -124,8 +124,8 @@ def evaluate(
             for degraded in [False] + ([True] if view.get("degraded_image") else []):
                 records.append(evaluate_view(model, case_dir, view, degraded, target, refiner, centre_threshold))
                 if limit and len(records) >= limit:
-                    return summarise(records)
-    return summarise(records)
+                    return summarise(records, centre_threshold)
+    return summarise(records, centre_threshold)
 
 
 def _stats(x: list[float]) -> dict[str, float] | None:
@@ -155,14 +155,16 @@ def _recall_by(records: list[dict[str, Any]], key) -> dict[str, dict[str, Any]]:
 PR_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
 
-def precision_recall(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Threshold-free detection quality from the scored detections (the run's own threshold is the
-    lowest reachable): average precision (area under the precision-recall curve, precision made
-    non-increasing), recall and precision at ``PR_THRESHOLDS``, and the threshold of best F1. Why:
-    runs whose heatmaps are calibrated differently (one under-confident, one not) compare at one
-    threshold only by accident."""
+def precision_recall(records: list[dict[str, Any]], floor: float | None = None) -> dict[str, Any] | None:
+    """Detection quality over every threshold down to ``floor``, the run's own centre threshold
+    (the detector reports nothing below it, and at most ``nets.detect.MAX_VERTEBRAE`` a view: run the evaluation
+    at a low one, e.g. 0.05, for the whole curve): average precision (area under the
+    precision-recall curve, precision made non-increasing), recall and precision at the
+    ``PR_THRESHOLDS`` at or above the floor, and the threshold of best F1. Why: runs whose heatmaps
+    are calibrated differently (one under-confident, one not) compare at one threshold only by
+    accident. Equal scores count their misses first (no tie flatters the curve)."""
     n_true = sum(r["n_true"] for r in records)
-    dets = sorted((s, hit) for r in records for s, hit in r.get("detections", []))[::-1]
+    dets = sorted((tuple(d) for r in records for d in r.get("detections", [])), key=lambda d: (-d[0], d[1]))
     if not n_true or not dets:
         return None
     scores = np.array([s for s, _ in dets])
@@ -177,15 +179,17 @@ def precision_recall(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         k = int(np.sum(scores >= thr))
         return {"recall": round(float(recall[k - 1]), 4), "precision": round(float(precision[k - 1]), 4)} if k else None
 
+    lowest = float(scores.min()) if floor is None else floor
     return {
         "average_precision": round(ap, 4),
-        "at": {str(t): at(t) for t in PR_THRESHOLDS if t >= scores.min()},
+        "down_to_threshold": floor,
+        "at": {str(t): at(t) for t in PR_THRESHOLDS if t >= lowest},
         "best_f1": {"threshold": round(float(scores[b]), 4), "f1": round(float(f1[b]), 4),
                     "recall": round(float(recall[b]), 4), "precision": round(float(precision[b]), 4)},
     }  # fmt: skip
 
 
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], centre_threshold: float | None = None) -> dict[str, Any]:
     matched = [m for r in records for m in r["matched"]]
     n_true = sum(r["n_true"] for r in records)
     n_found = sum(r["n_found"] for r in records)
@@ -219,7 +223,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         "no_anchor_kinds": {k: sum(m["anchor_no_anchor"] == k for m in matched) for k in ("ribs", "guess")},
         "recall_by_view": _recall_by(records, lambda r: view_kind(r["view"])),
         "recall_by_image": _recall_by(records, lambda r: "degraded" if r["degraded"] else "clean"),
-        "precision_recall": precision_recall(records),
+        "precision_recall": precision_recall(records, centre_threshold),
         "average_precision_by_view": {
             k: (precision_recall([r for r in records if view_kind(r["view"]) == k]) or {}).get("average_precision")
             for k in ("ap", "lateral", "random")

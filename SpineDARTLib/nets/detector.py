@@ -61,6 +61,8 @@ class DetectorConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        if not d["local_contrast"]:  # the plain network reads as before the option (cards, checkpoints)
+            del d["local_contrast"]
         return d
 
     @classmethod
@@ -145,13 +147,14 @@ def local_contrast(x: torch.Tensor, sigma_px: float) -> torch.Tensor:
     than a vertebra (lungs, heart, shoulders, the table) shift and stretch an X-ray's intensities
     slowly, and the real chest's lateral views leave the bone a few per cent of the image's range;
     locally the bone's edges are what varies most whatever lies over them."""
-    r = max(1, int(3 * sigma_px))
+    r = min(max(1, int(3 * sigma_px)), x.shape[-1] - 1, x.shape[-2] - 1)  # reflection needs r < the side
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma_px) ** 2)
     k = k / k.sum()
 
     def blur(y: torch.Tensor) -> torch.Tensor:
-        # Separable, reflected borders (the image's own edge is not a step to zero).
+        # Separable, reflected borders: the square's edge is not made a step to zero (a letterboxed
+        # image's padding still is a step to its minimum, in training as at inference).
         y = functional.conv2d(functional.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
         return functional.conv2d(functional.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 

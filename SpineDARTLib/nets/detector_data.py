@@ -268,6 +268,11 @@ def random_similarity(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.concatenate([a, t[:, None]], axis=1)
 
 
+def check_clutter(clutter: float) -> None:
+    if not 0.0 <= clutter <= 1.0:
+        raise UserError(f"--clutter {clutter} is not a probability", "give 0 to 1, e.g. 0.3")
+
+
 class DetectorDataset(torch.utils.data.Dataset):
     """Cached samples → (image tensor, sample arrays, targets); ``augment`` applies a random
     similarity transform and jitters contrast and noise, and lays overlap clutter
@@ -276,8 +281,7 @@ class DetectorDataset(torch.utils.data.Dataset):
     def __init__(
         self, files: list[Path], config: DetectorConfig, augment: bool = False, seed: int = 0, clutter: float = 0.0
     ) -> None:
-        if not 0.0 <= clutter <= 1.0:
-            raise UserError(f"--clutter {clutter} is not a probability", "give 0 to 1, e.g. 0.7")
+        check_clutter(clutter)
         self.files, self.config, self.augment, self.seed, self.clutter = list(files), config, augment, seed, clutter
         self.epoch = 0
 

@@ -19,7 +19,7 @@ from torch.nn import functional
 from ..anatomy.landmarks import LANDMARKS
 from ..errors import UserError
 from .detector import Detector, DetectorConfig, instance_mask_logits
-from .detector_data import DetectorDataset, collate, prepare
+from .detector_data import DetectorDataset, check_clutter, collate, prepare
 from .training import (
     begin_run,
     load_checked,
@@ -164,7 +164,7 @@ def train_detector(
     its card ``out.with_suffix('.json')`` and the checkpoint ``out.with_suffix('.ckpt')`` (every
     epoch). ``stop_after_steps`` stops the run as an interruption would (no weights written).
     ``clutter``: the fraction of training images given overlap clutter (:mod:`.clutter`)."""
-    train_set = DetectorDataset([], DetectorConfig(), clutter=clutter)  # checks it before anything is written
+    check_clutter(clutter)  # before anything is written
     out, ckpt_path, say = begin_run(out, resume, seed, progress)
     config = config or DetectorConfig()
     train_files, val_files = prepare(data, config)
@@ -185,7 +185,8 @@ def train_detector(
     def validate() -> dict[str, float]:
         return validation_metrics(model, val_loader, config) if val_files else {}
 
-    # The augmentation belongs to the run: a resume with another clutter fraction is refused.
+    # The augmentation belongs to the run: a resume with another clutter fraction is refused (without
+    # clutter the configuration reads as before the option, so older checkpoints still resume).
     run_config = {**config.to_dict(), **({"clutter": clutter} if clutter else {})}
     state, finished = run_epochs(model, opt, loss_of, validate, n_samples=len(train_set), ckpt_path=ckpt_path,
                                  config=run_config, seed=seed, resume=resume, epochs=epochs,
