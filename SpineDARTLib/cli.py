@@ -713,9 +713,7 @@ def _cmd_train_detector(args: argparse.Namespace, argv: Sequence[str] | None) ->
 
     tiny = {"image_size": 64, "embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 4, 8), "window_size": 4,
             "decoder_dim": 16}  # fmt: skip
-    if not 0.0 <= args.local_contrast <= 0.25:
-        raise UserError(f"--local-contrast {args.local_contrast} is out of range", "give 0 (none) to 0.25, e.g. 0.08")
-    lc = {"local_contrast": args.local_contrast}
+    lc = {"local_contrast": args.local_contrast}  # its range: DetectorConfig
     config = DetectorConfig(**tiny, **lc) if args.size == "tiny" else DetectorConfig(**lc)
     command = "spinedart " + " ".join(sys.argv[1:] if argv is None else argv)
     card = train_detector(args.data, args.out, config, args.epochs, args.batch_size, args.lr, args.seed,

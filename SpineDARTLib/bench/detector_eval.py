@@ -157,9 +157,9 @@ PR_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
 def precision_recall(records: list[dict[str, Any]], floor: float | None = None) -> dict[str, Any] | None:
     """Detection quality over every threshold down to ``floor``, the run's own centre threshold
-    (the detector reports nothing below it, and at most ``nets.detect.MAX_VERTEBRAE`` a view: run the evaluation
-    at a low one, e.g. 0.05, for the whole curve): average precision (area under the
-    precision-recall curve, precision made non-increasing), recall and precision at the
+    (the detector reports nothing below it, and at most ``nets.detect.MAX_VERTEBRAE`` a view: run
+    the evaluation at a low one, e.g. 0.05, for the whole curve): average precision (area under
+    the precision-recall curve, precision made non-increasing), recall and precision at the
     ``PR_THRESHOLDS`` at or above the floor, and the threshold of best F1. Why: runs whose heatmaps
     are calibrated differently (one under-confident, one not) compare at one threshold only by
     accident. Equal scores count their misses first (no tie flatters the curve)."""

@@ -36,6 +36,7 @@ from ..errors import UserError
 N_LANDMARKS = len(LANDMARKS)
 MASK_DIM = 8  # shared mask feature channels; a vertebra's dynamic filter has MASK_DIM + 2 + 1 weights
 COORD_SCALE = 16.0  # cells: relative coordinates are divided by it before the dynamic filter
+MAX_LOCAL_CONTRAST = 0.25  # σ as a fraction of the image side (3σ must stay inside the image)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ class DetectorConfig:
     # > 0: a second input channel, the image's local contrast (:func:`local_contrast`) at this
     # Gaussian scale (a fraction of the image side); 0: the normalised image alone.
     local_contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Checked here, where every configuration passes (command line, cards, the library): a wider
+        # neighbourhood than a quarter of the side cannot be reflected at the borders.
+        if not 0.0 <= self.local_contrast <= MAX_LOCAL_CONTRAST:
+            raise UserError(
+                f"--local-contrast {self.local_contrast} is out of range",
+                f"give 0 (none) to {MAX_LOCAL_CONTRAST}, e.g. 0.08",
+            )
 
     @property
     def stride(self) -> int:

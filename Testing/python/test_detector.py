@@ -211,6 +211,9 @@ def test_local_contrast_ignores_slow_fields():
     assert Detector(old).backbone.patch_embed.proj.in_channels == 1
     lc = DetectorConfig.from_dict({**TINY.to_dict(), "local_contrast": 0.1})
     assert Detector(lc).backbone.patch_embed.proj.in_channels == 2 and lc.to_dict()["local_contrast"] == 0.1
+    for bad in (0.3, -0.1, float("nan")):  # any configuration, a card's included, is checked
+        with pytest.raises(UserError, match="--local-contrast"):
+            DetectorConfig(local_contrast=bad)
 
 
 def test_clutter_and_local_contrast_belong_to_the_run(cases, tmp_path, run_cli):
