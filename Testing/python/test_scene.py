@@ -57,3 +57,72 @@ def test_bad_scene_requests():
         build_scene("S1", 1)
     with pytest.raises(UserError, match="voxel size"):
         build_scene("L2", 1, spacing_mm=5.0)
+
+
+@pytest.fixture(scope="module")
+def body_pair():
+    """The same thoracic scene plain and with the detailed body (2 mm voxels: speed)."""
+    kw = {"spacing_mm": 2.0, "options": {"table": False, "metal": False}}
+    plain = build_scene("T6", 21, **kw)
+    detailed = build_scene("T6", 21, spacing_mm=2.0, options={**kw["options"], "detailed_body": True})
+    return plain, detailed
+
+
+def _voxel(scene, p):
+    A = scene.affine
+    return tuple(np.round(np.linalg.solve(A[:3, :3], np.asarray(p) - A[:3, 3])).astype(int))
+
+
+def test_detailed_body_keeps_the_spine_and_places_it_at_the_back(body_pair):
+    plain, detailed = body_pair
+    # Same vertebrae, poses, landmarks and (on its own grid) labels: only the body around them differs.
+    assert [v.level for v in plain.vertebrae] == [v.level for v in detailed.vertebrae]
+    for a, b in zip(plain.vertebrae, detailed.vertebrae, strict=True):
+        assert np.array_equal(a.pose, b.pose)
+        assert np.allclose(a.annotation.landmarks["BC"], b.annotation.landmarks["BC"])
+    assert "chest" in detailed.extras and "chest" not in plain.extras
+    assert "detailed_body" not in plain.extras["options"]
+    again = build_scene("T6", 21, spacing_mm=2.0, options={"table": False, "metal": False, "detailed_body": True})
+    assert np.array_equal(again.hu, detailed.hu)  # seeded
+    # The back skin lies 10-35 mm behind the spinous tips (the plain scene: far more, from a loose box).
+    for scene, lo, hi in ((detailed, 10.0, 35.0), (plain, 35.0, 200.0)):
+        t = scene.extras["torso"]
+        back = t["centre_y_mm"] - t["semi_y_mm"]
+        post = min(v.world_vertices[:, 1].min() for v in scene.vertebrae)
+        assert lo - 0.01 <= post - back <= hi, (post, back)
+    # A chest's vertebral body sits in the back half of the body; its lungs lie mostly in front of it.
+    target = detailed.vertebra("T6").annotation.landmarks["BC"]
+    t = detailed.extras["torso"]
+    assert target[1] < t["centre_y_mm"]
+    A = detailed.affine
+    lung = np.argwhere(detailed.hu < -700)
+    lung_y = (lung @ A[:3, :3].T + A[:3, 3])[:, 1]
+    assert np.median(lung_y) > target[1] + 10
+
+
+def test_detailed_body_draws_trachea_sternum_and_soft_rib_ends(body_pair):
+    _, scene = body_pair
+    bc = {v.level: v.annotation.landmarks["BC"] for v in scene.vertebrae}
+    t = scene.extras["torso"]
+    hu = scene.hu
+    # Trachea: air inside the body, in front of the T3 body.
+    ys = np.arange(bc["T3"][1] + 10, bc["T3"][1] + 60, 2.0)
+    line = [hu[_voxel(scene, [bc["T3"][0] + dx, y, bc["T3"][2]])] for y in ys for dx in (-4.0, 0.0, 4.0)]
+    assert min(line) <= -990
+    # Sternum: bone at the front midline between the notch and the xiphoid.
+    z_notch, z_xiphoid = scene.extras["chest"]["sternum_mm"]
+    z = 0.5 * (z_notch + z_xiphoid)
+    ys = np.arange(t["centre_y_mm"], t["centre_y_mm"] + t["semi_y_mm"], 2.0)
+    front = [hu[_voxel(scene, [0.0, y, z])] for y in ys]
+    assert max(front) > 300
+    # Ribs do not reach across the midline at the front: beside the sternum's body (|x| 30-45 mm,
+    # below the manubrium and clavicles), in the front quarter, nothing is denser than cartilage (the
+    # plain ribs sweep on across).
+    for scene_, limit in ((scene, 300.0), (body_pair[0], None)):
+        i = [_voxel(scene_, [x, 0, 0])[0] for x in (-45.0, -30.0, 30.0, 45.0)]
+        ts = scene_.extras["torso"]
+        j0 = _voxel(scene_, [0, ts["centre_y_mm"] + 0.5 * ts["semi_y_mm"], 0])[1]
+        k0, k1 = sorted(int(np.clip(_voxel(scene_, [0, 0, z])[2], 0, hu.shape[2])) for z in (z_xiphoid, z_notch - 50))
+        assert k1 - k0 > 10
+        band = np.concatenate([scene_.hu[i[0] : i[1], j0:, k0:k1].ravel(), scene_.hu[i[2] : i[3], j0:, k0:k1].ravel()])
+        assert band.max() < 300 if limit else band.max() >= 500

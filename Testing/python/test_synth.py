@@ -245,6 +245,21 @@ def test_degraded_and_randomised_sets(tmp_path, run_cli):
     assert rc == 0 and (tmp_path / "plain" / "case_0000" / "case.json").stat().st_mtime_ns == stamp, err
 
 
+def test_detailed_body_is_recorded_and_resumed(tmp_path, run_cli):
+    args = ("synth", "--n", "1", "--levels", "T7", "--seed", "4", "--detector-px", "48", "--views", "ort",
+            "--randomize", "--detailed-body", "--out", tmp_path)  # fmt: skip
+    rc, _, err = run_cli(*args)
+    assert rc == 0, err
+    case = load_json(tmp_path / "case_0000" / "case.json", CASE_V1)
+    assert case["options"] == {"degraded": False, "randomized": True, "ct_appearance": False, "detailed_body": True}
+    assert case["scene"]["chest"]["lung_vessels"] > 0 and "sternum_mm" in case["scene"]["chest"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["options"]["detailed_body"] is True
+    stamp = (tmp_path / "case_0000" / "case.json").stat().st_mtime_ns
+    rc, _, err = run_cli(*args)  # the same settings: kept, not rebuilt
+    assert rc == 0 and (tmp_path / "case_0000" / "case.json").stat().st_mtime_ns == stamp, err
+
+
 def test_randomised_detector_sizes():
     views = protocol_views(np.zeros(3), np.random.default_rng(2), "both", px=64, detector_mm=(200.0, 300.0))
     sizes = {round(v.carm.pixel_spacing_mm[0] * 64, 3) for v in views}
