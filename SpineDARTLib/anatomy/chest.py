@@ -39,6 +39,15 @@ def _in_lung(values: np.ndarray) -> np.ndarray:
     return values < -500
 
 
+def _in_chest(values: np.ndarray) -> np.ndarray:
+    """Inside the body, lungs included (the air outside is -1000)."""
+    return values > -990
+
+
+def _outside_lung(values: np.ndarray) -> np.ndarray:
+    return values >= -500
+
+
 def _at(poses, params, level: str, local) -> np.ndarray:
     """A point in a vertebra's frame (its body centre at the origin) in the world."""
     p = poses[level]
@@ -72,10 +81,11 @@ def soft_tissues(hu, affine, shape, poses, params, torso: dict[str, float], rng:
     z_top, z_bot = _z(poses, "T1") + rng.uniform(15, 35), _z(poses, "T12") + rng.uniform(-10, 15)
     zc, zs = 0.5 * (z_top + z_bot), 0.5 * (z_top - z_bot)
     domes = {}
+    base = float(rng.uniform(45, 80))
     for side in (-1.0, 1.0):  # -1: patient left (RAS x < 0)
         c = np.array([side * 0.45 * sx_t * rng.uniform(0.92, 1.05), cy + 0.05 * sy_t, zc])
         s = np.array([0.36 * sx_t * rng.uniform(0.9, 1.1), 0.7 * sy_t * rng.uniform(0.9, 1.05), zs])
-        dome = float(rng.uniform(45, 80) + (rng.uniform(10, 20) if side > 0 else 0.0))  # liver under the right
+        dome = base + (float(rng.uniform(10, 20)) if side > 0 else 0.0)  # the liver lifts the right one
         domes["right" if side > 0 else "left"] = round(dome, 1)
         sl, pts = sub_grid(c - s, c + s, affine, shape)
         if pts.size == 0:
@@ -112,20 +122,21 @@ def soft_tissues(hu, affine, shape, poses, params, torso: dict[str, float], rng:
     heart_s = rng.uniform([50, 40, 50], [70, 55, 70])
     sl, pts = sub_grid(heart_c - heart_s, heart_c + heart_s, affine, shape)
     if pts.size:
-        inside = ellipsoid_inside(pts, heart_c, heart_s).reshape(hu[sl].shape) & _in_body(hu[sl])
+        inside = ellipsoid_inside(pts, heart_c, heart_s).reshape(hu[sl].shape) & _in_chest(hu[sl])
         hu[sl][inside] = SOFT_HU
     # Aorta: ascending at the heart's top, the arch over the left main bronchus, descending at the
     # left front of the vertebral bodies.
     r_ao = float(rng.uniform(10, 14))
-    arch_top = np.array([-5.0, cy + 0.1 * sy_t, 0.5 * (_z(poses, "T3") + _z(poses, "T4")) + 10])
+    # The arch's top lies left of the trachea (which runs at x 0-6 mm), over the left main bronchus.
+    arch_top = np.array([-rng.uniform(20, 30), cy + 0.1 * sy_t, 0.5 * (_z(poses, "T3") + _z(poses, "T4")) + 10])
     desc = [
         _front(poses, params, lv) + [-rng.uniform(18, 28), -rng.uniform(0, 10), 0.0]
         for lv in ("T5", "T7", "T9", "T11", "T12")
     ]
     ascending = np.array([rng.uniform(5, 15), cy + 0.25 * sy_t, _z(poses, "T6")])
     arch = bezier(np.stack([ascending, arch_top, desc[0] + [0, 0, 25], desc[0]]), 10)
-    draw_tube(hu, affine, shape, arch, r_ao, SOFT_HU, where=_in_body)
-    draw_tube(hu, affine, shape, bezier(np.stack(desc), 10), r_ao, SOFT_HU, where=_in_body)
+    draw_tube(hu, affine, shape, arch, r_ao, SOFT_HU, where=_in_chest)
+    draw_tube(hu, affine, shape, bezier(np.stack(desc), 10), r_ao, SOFT_HU, where=_in_chest)
     # Trachea in front of the upper thoracic bodies, dividing at about T5.
     r_tr = float(rng.uniform(7.5, 10.5))
     shift = rng.uniform(12, 20)
@@ -139,6 +150,7 @@ def soft_tissues(hu, affine, shape, poses, params, torso: dict[str, float], rng:
     return {
         "diaphragm_dome_mm": domes,
         "lung_vessels": n_vessels,
+        "heart_centre_mm": [round(float(v), 1) for v in heart_c],
         "heart_semi_mm": [round(float(v), 1) for v in heart_s],
         "aorta_radius_mm": round(r_ao, 1),
         "trachea_radius_mm": round(r_tr, 1),
@@ -188,8 +200,9 @@ def bones(hu, affine, shape, poses, params, torso: dict[str, float], rng: np.ran
     z_notch = 0.5 * (_z(poses, "T2") + _z(poses, "T3"))
     z_xiphoid = 0.5 * (_z(poses, "T9") + _z(poses, "T10")) + rng.uniform(-10, 10)
     y_top = cy + 0.88 * (sy_t - fat)
-    y_bot = y_top + rng.uniform(5, 25)  # the sternum leans forward going down
     width, r_st = rng.uniform(26, 36), rng.uniform(5.5, 7.0)
+    # The sternum leans forward going down, staying under the skin.
+    y_bot = min(y_top + rng.uniform(5, 25), cy + sy_t - r_st - 4.0)
     cort, canc = rng.uniform(450, 750), rng.uniform(100, 220)
     columns = [
         np.stack(
@@ -203,6 +216,11 @@ def bones(hu, affine, shape, poses, params, torso: dict[str, float], rng: np.ran
     for path in columns + manubrium:
         draw_tube(hu, affine, shape, bezier(path, 8) if len(path) == 3 else path, r_st - 1.5, canc)
     arms_up = bool(rng.random() < 0.6)
+    ax, ay = _ring(torso)
+
+    def outside_cage(p: np.ndarray) -> np.ndarray:
+        return (p[:, 0] / ax) ** 2 + ((p[:, 1] - cy) / ay) ** 2 > 1.0
+
     out: dict[str, Any] = {"sternum_mm": [round(float(z_notch), 1), round(float(z_xiphoid), 1)], "arms_up": arms_up}
     for side in (-1.0, 1.0):
         z_ac = z_notch + rng.uniform(15, 35)
@@ -225,11 +243,15 @@ def bones(hu, affine, shape, poses, params, torso: dict[str, float], rng: np.ran
         superior = np.array([x_sup, _ring_back(torso, x_sup) - gap, _z(poses, "T2") + rng.uniform(-5, 15)])
         inferior = np.array([x_inf, _ring_back(torso, x_inf) - gap, 0.5 * (_z(poses, "T7") + _z(poses, "T8"))])
         glenoid = np.array([x_gl, _ring_back(torso, x_gl) + rng.uniform(0, 25), z_notch + rng.uniform(0, 20)])
-        _triangle(hu, affine, shape, superior, inferior, glenoid, rng.uniform(2.5, 4.0), rng.uniform(500, 800))
-        draw_bone_tube(hu, affine, shape, np.stack([glenoid, inferior]), rng.uniform(4, 6), 800.0, 200.0)
+        # A flat blade between points behind the rib cage still cuts the cage where it curves: only
+        # the part outside it is drawn, and the borders never overwrite lung.
+        _triangle(hu, affine, shape, superior, inferior, glenoid, rng.uniform(2.5, 4.0), rng.uniform(500, 800),
+                  keep=outside_cage)  # fmt: skip
+        border = np.stack([glenoid, inferior])
+        draw_tube(hu, affine, shape, border, rng.uniform(4, 6), 800.0, where=_outside_lung)
         spine_start = superior + (inferior - superior) / 3
         crest = np.stack([spine_start, superior * [1, 1, 0] + [0, -8, glenoid[2]], acromion])
-        draw_bone_tube(hu, affine, shape, bezier(crest, 8), rng.uniform(4, 5), 800.0, 200.0)
+        draw_tube(hu, affine, shape, bezier(crest, 8), rng.uniform(4, 5), 800.0, where=_outside_lung)
         head = glenoid + [side * rng.uniform(18, 25), rng.uniform(-5, 10), 0.0]
         r_head = float(rng.uniform(20, 25))
         _ball(
@@ -254,18 +276,23 @@ def _ball(hu, affine, shape, centre, radius: float, value: float, where=None) ->
     hu[sl][inside] = value
 
 
-def _triangle(hu, affine, shape, a, b, c, thickness: float, value: float) -> None:
-    """A flat plate of ``thickness`` over the triangle abc (a scapula's blade)."""
+def _triangle(hu, affine, shape, a, b, c, thickness: float, value: float, keep=None) -> None:
+    """A flat plate of ``thickness`` over the triangle abc (a scapula's blade); ``keep``: only the
+    points (world, N×3) it accepts."""
     lo, hi = np.minimum.reduce([a, b, c]) - thickness, np.maximum.reduce([a, b, c]) + thickness
     sl, pts = sub_grid(lo, hi, affine, shape)
     if pts.size == 0:
         return
     e1, e2 = b - a, c - a
     n = np.cross(e1, e2)
+    if np.linalg.norm(n) < 1e-6:  # degenerate (collinear corners): no plate
+        return
     n /= np.linalg.norm(n)
     q = pts - a
     # Barycentric coordinates of each point's projection on the plane.
     g = np.array([[e1 @ e1, e1 @ e2], [e1 @ e2, e2 @ e2]])
     uv = np.linalg.solve(g, np.stack([q @ e1, q @ e2]))
     inside = (np.abs(q @ n) <= thickness / 2) & (uv[0] >= 0) & (uv[1] >= 0) & (uv.sum(0) <= 1)
+    if keep is not None:
+        inside &= keep(pts)
     hu[sl][inside.reshape(hu[sl].shape)] = value

@@ -38,7 +38,7 @@ def capsule_chain_inside(pts: np.ndarray, path: np.ndarray, radius: float) -> np
     d = np.full(len(pts), np.inf)
     for a, b in zip(path[:-1], path[1:], strict=True):
         ab = b - a
-        t = np.clip(((pts - a) @ ab) / (ab @ ab), 0.0, 1.0)
+        t = np.clip(((pts - a) @ ab) / max(float(ab @ ab), 1e-12), 0.0, 1.0)  # a zero-length segment: a ball
         d = np.minimum(d, np.linalg.norm(pts - a - t[:, None] * ab, axis=1))
     return d <= radius
 

@@ -215,12 +215,14 @@ def _rasterise(vertebrae, poses, params, h, opts, rng, chest=None):
     spine_lo = np.min([_world_bounds(v)[0] for v in vertebrae], axis=0)
     spine_hi = np.max([_world_bounds(v)[1] for v in vertebrae], axis=0)
     thoracic = any(is_thoracic(v.level) for v in vertebrae)
-    # Torso: an elliptic cylinder along z, its back 35-70 mm behind the spinous processes.
+    # Torso: an elliptic cylinder along z, its back 35-70 mm behind a loose bounding box of the
+    # vertebrae (70-105 mm behind the spinous tips); with the detailed body 10-35 mm behind the tips.
     semi_x = float(rng.uniform(140, 185) if thoracic else rng.uniform(130, 175))
     semi_y = float(rng.uniform(95, 130))
     back = spine_lo[1] - float(rng.uniform(35, 70))
     if chest is not None:  # 10-35 mm of muscle and fat over the spinous tips, measured from the meshes
-        back = min(float(v.world_vertices[:, 1].min()) for v in vertebrae) - float(chest.uniform(10, 35))
+        detailed = min(float(v.world_vertices[:, 1].min()) for v in vertebrae) - float(chest.uniform(10, 35))
+        back += round((detailed - back) / h) * h  # whole voxels: the vertebrae's voxels stay those of the plain scene
     cy = back + semi_y
     fat = float(rng.uniform(8, 35))
     table_gap, table_thick = float(rng.uniform(0, 10)), 25.0

@@ -37,7 +37,7 @@ def synthetic_case(
 ) -> dict[str, Any]:
     """Build one scene around ``target`` and write it as a case with its views. ``ct_appearance``
     (randomised cases only): vary the CT's bone density, texture and resolution too. ``detailed_body``:
-    the torso and thorax in detail (:mod:`SpineDARTLib.anatomy.detailed_body`; same vertebrae and labels as without)."""
+    the torso and thorax in detail (:mod:`SpineDARTLib.anatomy.chest`; same vertebrae and labels as without)."""
     from ..anatomy.scene import build_scene
     from ..mesh_io import write_mesh
 

@@ -126,3 +126,30 @@ def test_detailed_body_draws_trachea_sternum_and_soft_rib_ends(body_pair):
         assert k1 - k0 > 10
         band = np.concatenate([scene_.hu[i[0] : i[1], j0:, k0:k1].ravel(), scene_.hu[i[2] : i[3], j0:, k0:k1].ravel()])
         assert band.max() < 300 if limit else band.max() >= 500
+
+
+def test_detailed_body_soft_tissues_and_the_plain_streams(body_pair):
+    plain, scene = body_pair
+    chest = scene.extras["chest"]
+    assert chest["diaphragm_dome_mm"]["right"] > chest["diaphragm_dome_mm"]["left"]  # the liver's side
+    # The heart is drawn over the lungs, not under them: soft tissue at its centre, left of the midline.
+    c = np.asarray(chest["heart_centre_mm"])
+    assert c[0] < 0 and abs(scene.hu[_voxel(scene, c)] - HU["heart"]) < 1
+    # Labels: the same voxels, shifted by the whole voxels the back moved.
+    shift = round((scene.affine[1, 3] - plain.affine[1, 3]) / scene.affine[1, 1])
+    assert plain.labels.shape == scene.labels.shape
+    n = plain.labels.shape[1]
+    if shift >= 0:  # detailed voxel j sits where plain voxel j + shift does
+        a, b = plain.labels[:, shift:], scene.labels[:, : n - shift]
+    else:
+        a, b = plain.labels[:, : n + shift], scene.labels[:, -shift:]
+    assert np.array_equal(a, b) and (a > 0).sum() == (plain.labels > 0).sum()
+    # The detailed body draws from its own stream: the table and the cannula of the plain scene stay.
+    kw = {"spacing_mm": 2.0, "options": {"table": True, "metal": True}}
+    with_stuff = build_scene("T6", 21, **kw)
+    detailed = build_scene("T6", 21, spacing_mm=2.0, options={**kw["options"], "detailed_body": True})
+    assert detailed.extras["metal"] == with_stuff.extras["metal"]
+    for k in ("semi_x_mm", "semi_y_mm", "fat_mm"):
+        assert detailed.extras["torso"][k] == with_stuff.extras["torso"][k]
+    back = detailed.extras["torso"]["centre_y_mm"] - detailed.extras["torso"]["semi_y_mm"]
+    assert detailed.extras["table_y_mm"] < back  # the table is under the (moved) back
