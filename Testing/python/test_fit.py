@@ -368,7 +368,8 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     rc, out, err = run_cli(*err_args)
     assert rc == 0 and err.count("spinedart bench: ") == len(bad), err
     # --init auto on the same (cached) case: the evidence comes from the detector. An untrained one
-    # finds nothing, and each fit is reported failed with the detector's reason (wiring, not accuracy).
+    # finds nothing useful: each fit is reported failed, with the detector's reason or, where two of its
+    # random peaks happen to pair across the views, with the verdict's checks (wiring, not accuracy).
     from SpineDARTLib.nets.detector import DetectorConfig
     from SpineDARTLib.nets.detector_train import train_detector
 
@@ -387,4 +388,6 @@ def test_bench_on_a_users_label_map(small_maps, synth_set, tmp_path, run_cli, on
     assert "init gt-noisy:" in out
     recs = [json.loads(line) for line in (tmp_path / "o-auto" / "init-auto" / "records.jsonl").read_text().splitlines()]
     assert recs and all(r["init"] == "auto" and "detector" in r for r in recs)
-    assert all(r["converged"] or r["reason"].startswith("detector: ") for r in recs)
+    assert all(
+        r["converged"] or r["reason"].startswith("detector: ") or (r.get("checks") and r["reason"]) for r in recs
+    )
