@@ -126,12 +126,10 @@ def pair_views(
     rank = np.concatenate([[0], np.cumsum(steps)])
     members = [(a[i], b[j]) for i, j in pairs]
     if target_level is not None:
-        off = []
-        for (da, db), (ha, wa), (hb, wb) in zip(members, *[[s] * len(members) for s in image_shapes], strict=True):
-            off.append(
-                np.linalg.norm(da.centre - [(wa - 1) / 2, (ha - 1) / 2]) * float(np.mean(pa.pixel_spacing_mm))
-                + np.linalg.norm(db.centre - [(wb - 1) / 2, (hb - 1) / 2]) * mm
-            )
+        (ha, wa), (hb, wb) = image_shapes
+        mid_a, mid_b = np.array([(wa - 1) / 2, (ha - 1) / 2]), np.array([(wb - 1) / 2, (hb - 1) / 2])
+        mm_a = float(np.mean(pa.pixel_spacing_mm))
+        off = [np.linalg.norm(da.centre - mid_a) * mm_a + np.linalg.norm(db.centre - mid_b) * mm for da, db in members]
         anchor, offset = "target", LEVELS.index(target_level) - int(rank[int(np.argmin(off))])
     else:
         lumbar = [0.5 * (da.lumbar_prob + db.lumbar_prob) >= 0.5 for da, db in members]
