@@ -48,7 +48,7 @@ def _outside_lung(values: np.ndarray) -> np.ndarray:
     return values >= -500
 
 
-def _at(poses, params, level: str, local) -> np.ndarray:
+def _at(poses, level: str, local) -> np.ndarray:
     """A point in a vertebra's frame (its body centre at the origin) in the world."""
     p = poses[level]
     return p[:3, :3] @ np.asarray(local, float) + p[:3, 3]
@@ -56,7 +56,7 @@ def _at(poses, params, level: str, local) -> np.ndarray:
 
 def _front(poses, params, level: str) -> np.ndarray:
     """The middle of the vertebral body's anterior wall."""
-    return _at(poses, params, level, [0.0, params[level].body_depth / 2, 0.0])
+    return _at(poses, level, [0.0, params[level].body_depth / 2, 0.0])
 
 
 def _z(poses, level: str) -> float:
@@ -211,10 +211,11 @@ def bones(hu, affine, shape, poses, params, torso: dict[str, float], rng: np.ran
         for dx in np.linspace(-width / 2 + r_st, width / 2 - r_st, 3)
     ]
     manubrium = [np.stack([[dx, y_top, z_notch], [dx, y_top + 3, z_notch - 45]]) for dx in (-20.0, 20.0)]
-    for path in columns + manubrium:  # cortices first, then the joint cancellous core
-        draw_tube(hu, affine, shape, bezier(path, 8) if len(path) == 3 else path, r_st, cort)
-    for path in columns + manubrium:
-        draw_tube(hu, affine, shape, bezier(path, 8) if len(path) == 3 else path, r_st - 1.5, canc)
+    paths = [bezier(c, 8) for c in columns] + manubrium
+    for path in paths:  # cortices first, then the joint cancellous core
+        draw_tube(hu, affine, shape, path, r_st, cort)
+    for path in paths:
+        draw_tube(hu, affine, shape, path, r_st - 1.5, canc)
     arms_up = bool(rng.random() < 0.6)
     ax, ay = _ring(torso)
 

@@ -26,7 +26,7 @@ from ..anatomy.levels import LEVELS
 from ..fit.landmarks2d import Landmarks2D, VertebraEvidence
 from ..geometry import Projection, epipolar_distance, triangulate
 from .annotator import Annotator
-from .detect import DetectedVertebra, order_and_levels
+from .detect import DetectedVertebra, anatomical_offset, order_and_levels
 
 MIN_CONFIDENCE = 0.1
 EPIPOLAR_MM = 10.0
@@ -134,11 +134,7 @@ def pair_views(
     else:
         lumbar = [0.5 * (da.lumbar_prob + db.lumbar_prob) >= 0.5 for da, db in members]
         guesses = np.array([0.5 * (da.level_guess + db.level_guess) for da, db in members])
-        anchor, offset = "guess", int(np.round(np.median(guesses - rank)))
-        for k in range(len(members) - 1):
-            if not any(lumbar[: k + 1]) and all(lumbar[k + 1 :]):
-                anchor, offset = "ribs", LEVELS.index("T12") - int(rank[k])
-                break
+        anchor, offset = anatomical_offset(lumbar, guesses, rank)
     for d in (*a, *b):
         d.level = None
     for (da, db), r in zip(members, rank, strict=True):

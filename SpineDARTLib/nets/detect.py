@@ -181,6 +181,17 @@ def _masks_to_image(logits: torch.Tensor, box, size: int, shape: tuple[int, int]
     return torch.sigmoid(full).numpy()
 
 
+def anatomical_offset(lumbar: list[bool], guesses: np.ndarray, ranks: np.ndarray) -> tuple[str, int]:
+    """Without a target: the level index of rank 0, from the last rib-bearing vertebra (the only
+    thoracic → lumbar transition in head-to-foot order is T12 → L1: ``ribs``), else from the network's
+    level guesses (their median offset from the ranks: ``guess``). ``lumbar``, ``guesses``, ``ranks``
+    are in head-to-foot order."""
+    for i in range(len(lumbar) - 1):
+        if not any(lumbar[: i + 1]) and all(lumbar[i + 1 :]):
+            return "ribs", LEVELS.index("T12") - int(ranks[i])
+    return "guess", int(np.round(np.median(np.asarray(guesses) - np.asarray(ranks))))
+
+
 def order_and_levels(
     vertebrae: list[DetectedVertebra],
     image_shape: tuple[int, int] | None = None,
@@ -201,12 +212,9 @@ def order_and_levels(
     for v, r in zip(vertebrae, ranks, strict=True):
         v.order = int(r)
     by_order = sorted(vertebrae, key=lambda v: v.order)
-    anchor, offset = "guess", int(np.round(np.median(guesses - ranks)))
-    lumbar = [v.lumbar_prob >= 0.5 for v in by_order]
-    for i in range(len(by_order) - 1):
-        if not lumbar[i] and all(lumbar[i + 1 :]) and all(not x for x in lumbar[: i + 1]):
-            anchor, offset = "ribs", LEVELS.index("T12") - i
-            break
+    anchor, offset = anatomical_offset(
+        [v.lumbar_prob >= 0.5 for v in by_order], guesses[np.argsort(ranks)], np.arange(len(by_order))
+    )
     if target_level is not None and image_shape is not None:
         h, w = image_shape
         mid = np.array([(w - 1) / 2, (h - 1) / 2])
